@@ -1,0 +1,52 @@
+# segdcn: `make demo` and `make test` install everything they need into .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch and torchvision are pinned: this pair has matching C++ ABIs (and lies on the
+# development machines' disk); the extension is compiled against this torch.
+TORCH := torch==2.14.1 torchvision==0.29.1
+KERNELS := $(wildcard kernels/*.h kernels/*.cpp kernels/*/*.h kernels/*/*.cpp kernels/*/*.cu kernels/*/*.cuh)
+STAMP := $(VENV)/.segdcn-installed
+PYTEST_ARGS ?=
+
+.PHONY: install build test test-slow test-gpu demo bench lint clean
+
+install: $(STAMP)
+
+$(VENV)/.torch-installed:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install $(TORCH)
+	touch $@
+
+# Reinstalls (and rebuilds segdcn._C) only when the package metadata or the kernels change.
+$(STAMP): $(VENV)/.torch-installed pyproject.toml setup.py $(KERNELS)
+	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install --no-build-isolation -e '.[dev]'
+	touch $@
+
+# Incremental rebuild of the extension in place, for kernel development.
+build: install
+	MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py build_ext --inplace
+
+test: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest -m "slow" $(PYTEST_ARGS)
+
+test-gpu: install
+	$(PY) -m pytest -m "gpu" $(PYTEST_ARGS)
+
+# Until the training pipeline lands, the demo is the op benchmark.
+demo: install
+	$(PY) scripts/bench_ops.py
+
+bench: install
+	$(PY) scripts/bench_ops.py --threads 1,2 --json bench_ops.json
+
+lint: install
+	$(VENV)/bin/ruff check segdcn scripts tests setup.py
+	$(VENV)/bin/ruff format --check segdcn scripts tests setup.py
+
+clean:
+	rm -rf build segdcn/_C*.so *.egg-info

@@ -1,0 +1,64 @@
+// Deformable convolution: the device-independent driver (chunking over the batch and
+// the GEMMs, in deform_conv2d.cpp) and the three sampling passes that each backend
+// (kernels/cpu, kernels/cuda) implements. Every tensor handed to a pass is contiguous.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <cstdint>
+
+namespace segdcn {
+
+struct DeformConvGeometry {
+  int64_t batch, in_channels, height, width;
+  int64_t out_channels, kernel_h, kernel_w;
+  int64_t out_h, out_w;
+  int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+  int64_t groups, offset_groups;
+  bool use_mask;
+
+  int64_t taps() const { return kernel_h * kernel_w; }
+  int64_t out_positions() const { return out_h * out_w; }
+  int64_t channels_per_offset_group() const { return in_channels / offset_groups; }
+};
+
+// One chunk of images at a time; `input`, `offset`, `mask` are narrowed to the chunk
+// and `columns` / `grad_columns` are [chunk, in_channels * taps, out_h * out_w].
+struct DeformConvPasses {
+  // columns[n, c * taps + k, p] = mask * bilinear(input[n, c], tap k of position p)
+  void (*sample_columns)(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+                         const DeformConvGeometry& g, at::Tensor& columns);
+  // Offset and mask gradients from grad_columns; also fills `columns` when it is defined
+  // (the weight gradient needs them, and the pass reads the same samples anyway).
+  void (*backward_columns)(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+                           const at::Tensor& grad_columns, const DeformConvGeometry& g,
+                           at::Tensor& grad_offset, at::Tensor& grad_mask, at::Tensor& columns);
+  // grad_input[n, c] += the transpose of sample_columns applied to grad_columns; grad_input
+  // arrives zeroed.
+  void (*scatter_columns)(const at::Tensor& grad_columns, const at::Tensor& offset, const at::Tensor& mask,
+                          const DeformConvGeometry& g, at::Tensor& grad_input);
+};
+
+// The checked geometry of a call; throws with the argument's name on a mismatch.
+DeformConvGeometry deform_conv2d_geometry(const at::Tensor& input, const at::Tensor& weight,
+                                          const at::Tensor& offset, const c10::optional<at::Tensor>& mask,
+                                          const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                          at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                                          int64_t offset_groups);
+
+at::Tensor deform_conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
+                                 const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
+                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                 int64_t groups, int64_t offset_groups, const DeformConvPasses& passes);
+
+// Returns (grad_input, grad_weight, grad_offset, grad_mask); a gradient that output_mask
+// (input, weight, offset and mask) does not ask for, and grad_mask without a mask, is
+// an empty tensor.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
+    const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, int64_t offset_groups, std::array<bool, 3> output_mask,
+    const DeformConvPasses& passes);
+
+}  // namespace segdcn

@@ -1,0 +1,88 @@
+// Operator schemas of segdcn._C, the autocast rule, and build facts. Device kernels
+// register themselves in kernels/cpu and kernels/cuda; Python adds fake kernels and
+// autograd (segdcn/ops/deform_conv.py).
+#include <ATen/autocast_mode.h>
+#include <Python.h>
+#include <torch/library.h>
+
+#include "deform_conv2d.h"
+
+#ifndef SEGDCN_CUDA_ARCH_LIST
+#define SEGDCN_CUDA_ARCH_LIST ""
+#endif
+
+namespace segdcn {
+namespace {
+
+c10::optional<at::Tensor> cast_optional(const c10::optional<at::Tensor>& t, at::ScalarType dtype) {
+  if (t.has_value() && t->defined() && at::isFloatingType(t->scalar_type())) return t->to(dtype);
+  return t;
+}
+
+// Autocast: on the CPU the op runs in float32 (its kernels are float32/float64) and the
+// result is cast to the autocast dtype; on CUDA it runs natively in the autocast dtype.
+template <c10::DispatchKey key, c10::DeviceType device>
+at::Tensor deform_conv2d_autocast(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
+                                  const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
+                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                  int64_t groups, int64_t offset_groups) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(key);
+  const at::ScalarType autocast_dtype = at::autocast::get_autocast_dtype(device);
+  const at::ScalarType run_dtype = device == c10::DeviceType::CPU ? at::kFloat : autocast_dtype;
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("segdcn::deform_conv2d", "").typed<decltype(
+      deform_conv2d_autocast<key, device>)>();
+  at::Tensor out = op.call(input.to(run_dtype), weight.to(run_dtype), offset.to(run_dtype),
+                           cast_optional(mask, run_dtype), cast_optional(bias, run_dtype), stride, padding, dilation,
+                           groups, offset_groups);
+  return out.to(autocast_dtype);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(segdcn, m) {
+  m.def(
+      "deform_conv2d(Tensor input, Tensor weight, Tensor offset, Tensor? mask, Tensor? bias, int[2] stride, "
+      "int[2] padding, int[2] dilation, int groups, int offset_groups) -> Tensor");
+  m.def(
+      "deform_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor offset, Tensor? mask, "
+      "int[2] stride, int[2] padding, int[2] dilation, int groups, int offset_groups, bool[3] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(segdcn, AutocastCPU, m) {
+  m.impl("deform_conv2d", &deform_conv2d_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>);
+}
+
+TORCH_LIBRARY_IMPL(segdcn, AutocastCUDA, m) {
+  m.impl("deform_conv2d", &deform_conv2d_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>);
+}
+
+}  // namespace segdcn
+
+namespace {
+
+PyObject* build_info(PyObject*, PyObject*) {
+#ifdef SEGDCN_WITH_CUDA
+  PyObject* cuda = Py_True;
+#else
+  PyObject* cuda = Py_False;
+#endif
+  return Py_BuildValue("{s:O,s:O,s:s,s:i}", "native", Py_True, "cuda", cuda, "cuda_arch_list", SEGDCN_CUDA_ARCH_LIST,
+                       "openmp",
+#ifdef _OPENMP
+                       1
+#else
+                       0
+#endif
+  );
+}
+
+PyMethodDef methods[] = {{"build_info", build_info, METH_NOARGS, "Facts about how segdcn._C was built."},
+                         {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "segdcn's C++/CUDA operators (torch.ops.segdcn).", -1, methods};
+
+}  // namespace
+
+// Importing segdcn._C loads the library, whose static initialisers register the ops.
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module); }

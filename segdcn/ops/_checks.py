@@ -1,0 +1,127 @@
+"""Argument checks of the deformable ops, run before any kernel.
+
+Errors name the argument, its shape and the shape expected, so a wrong call never
+reaches the C++ code (where it would be a less helpful RuntimeError, or worse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints, each >= minimum."""
+    if isinstance(value, torch.Tensor) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {type(value).__name__}")
+    if isinstance(value, int):
+        values = (value, value)
+    elif isinstance(value, Sequence) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        values = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(values) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return values
+
+
+def tensor(value, name: str, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, torch.Tensor):
+        kind = "a torch.Tensor or None" if optional else "a torch.Tensor"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
+
+
+def shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+def expect_shape(t: torch.Tensor, name: str, expected: Sequence[int], meaning: str) -> None:
+    if tuple(t.shape) != tuple(expected):
+        want = "[" + ", ".join(str(s) for s in expected) + "]"
+        raise ValueError(f"{name} must have shape {want} ({meaning}), got {shape(t)}")
+
+
+def same_dtype_and_device(named: dict[str, torch.Tensor | None], reference: str) -> None:
+    ref = named[reference]
+    if ref.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{reference} must be a floating-point tensor, got dtype {ref.dtype}")
+    for name, t in named.items():
+        if t is None or name == reference:
+            continue
+        if t.dtype != ref.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype}, expected {ref.dtype} like {reference}")
+        if t.device != ref.device:
+            raise ValueError(f"{name} is on {t.device}, expected {ref.device} like {reference}")
+
+
+@dataclass(frozen=True)
+class DeformConvArgs:
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    offset_groups: int
+    out_size: tuple[int, int]
+
+
+def deform_conv2d_args(input, offset, weight, bias, stride, padding, dilation, mask) -> DeformConvArgs:
+    """Checks a torchvision-style deform_conv2d call; infers weight and offset groups."""
+    for value, name in ((input, "input"), (offset, "offset"), (weight, "weight")):
+        tensor(value, name)
+    tensor(bias, "bias", optional=True)
+    tensor(mask, "mask", optional=True)
+    stride = pair(stride, "stride", 1)
+    padding = pair(padding, "padding", 0)
+    dilation = pair(dilation, "dilation", 1)
+    same_dtype_and_device({"input": input, "offset": offset, "weight": weight, "bias": bias, "mask": mask}, "input")
+
+    if input.dim() != 4:
+        raise ValueError(f"input must be 4-D [N, C, H, W], got shape {shape(input)}")
+    if weight.dim() != 4:
+        raise ValueError(f"weight must be 4-D [C_out, C_in / groups, kh, kw], got shape {shape(weight)}")
+    n, c_in, height, width = input.shape
+    c_out, c_per_group, kh, kw = weight.shape
+    if c_per_group == 0 or kh == 0 or kw == 0 or c_out == 0:
+        raise ValueError(f"weight must have no empty dimension, got shape {shape(weight)}")
+    if c_in % c_per_group != 0:
+        raise ValueError(
+            f"weight has {c_per_group} input channels per group, which does not divide the {c_in} channels of "
+            f"input {shape(input)}"
+        )
+    groups = c_in // c_per_group
+    if c_out % groups != 0:
+        raise ValueError(f"weight {shape(weight)}: {c_out} output channels are not divisible by groups={groups}")
+
+    out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(
+            f"input {shape(input)} is too small for a {kh}x{kw} kernel with padding={padding}, "
+            f"dilation={dilation}: the output would be {out_h}x{out_w}"
+        )
+
+    taps = kh * kw
+    if offset.dim() != 4 or offset.shape[1] == 0 or offset.shape[1] % (2 * taps) != 0:
+        raise ValueError(
+            f"offset must have shape [{n}, 2 * offset_groups * {kh} * {kw}, {out_h}, {out_w}], got {shape(offset)}"
+        )
+    offset_groups = offset.shape[1] // (2 * taps)
+    if c_in % offset_groups != 0:
+        raise ValueError(
+            f"offset {shape(offset)} implies offset_groups={offset_groups}, which does not divide the {c_in} "
+            f"channels of input"
+        )
+    expect_shape(offset, "offset", (n, 2 * offset_groups * taps, out_h, out_w), "[N, 2 * offset_groups * kh * kw, out_h, out_w]")
+    if mask is not None:
+        expect_shape(mask, "mask", (n, offset_groups * taps, out_h, out_w), "[N, offset_groups * kh * kw, out_h, out_w]")
+    if bias is not None:
+        expect_shape(bias, "bias", (c_out,), "[C_out]")
+    return DeformConvArgs(stride, padding, dilation, groups, offset_groups, (out_h, out_w))
