@@ -25,7 +25,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def cuda_wanted() -> bool:
     found = torch.version.cuda is not None and (
-        shutil.which("nvcc") is not None or (CUDA_HOME is not None and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")))
+        shutil.which("nvcc") is not None
+        or (CUDA_HOME is not None and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")))
     )
     flag = os.environ.get("SEGDCN_CUDA", "")
     if flag not in ("", "0", "1"):

@@ -20,8 +20,10 @@ def pair(value, name: str, minimum: int) -> tuple[int, int]:
         raise TypeError(f"{name} must be an int or a pair of ints, got {type(value).__name__}")
     if isinstance(value, int):
         values = (value, value)
-    elif isinstance(value, Sequence) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+    elif (
+        isinstance(value, Sequence)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         values = (int(value[0]), int(value[1]))
     else:
@@ -88,6 +90,8 @@ def deform_conv2d_args(input, offset, weight, bias, stride, padding, dilation, m
     if weight.dim() != 4:
         raise ValueError(f"weight must be 4-D [C_out, C_in / groups, kh, kw], got shape {shape(weight)}")
     n, c_in, height, width = input.shape
+    if c_in == 0 or height == 0 or width == 0:
+        raise ValueError(f"input must have channels, height and width > 0, got shape {shape(input)}")
     c_out, c_per_group, kh, kw = weight.shape
     if c_per_group == 0 or kh == 0 or kw == 0 or c_out == 0:
         raise ValueError(f"weight must have no empty dimension, got shape {shape(weight)}")
@@ -119,9 +123,13 @@ def deform_conv2d_args(input, offset, weight, bias, stride, padding, dilation, m
             f"offset {shape(offset)} implies offset_groups={offset_groups}, which does not divide the {c_in} "
             f"channels of input"
         )
-    expect_shape(offset, "offset", (n, 2 * offset_groups * taps, out_h, out_w), "[N, 2 * offset_groups * kh * kw, out_h, out_w]")
+    expect_shape(
+        offset, "offset", (n, 2 * offset_groups * taps, out_h, out_w), "[N, 2 * offset_groups * kh * kw, out_h, out_w]"
+    )
     if mask is not None:
-        expect_shape(mask, "mask", (n, offset_groups * taps, out_h, out_w), "[N, offset_groups * kh * kw, out_h, out_w]")
+        expect_shape(
+            mask, "mask", (n, offset_groups * taps, out_h, out_w), "[N, offset_groups * kh * kw, out_h, out_w]"
+        )
     if bias is not None:
         expect_shape(bias, "bias", (c_out,), "[C_out]")
     return DeformConvArgs(stride, padding, dilation, groups, offset_groups, (out_h, out_w))

@@ -55,8 +55,9 @@ class DeformConv2d(nn.Module):
     ):
         super().__init__()
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} must be divisible by "
-                             f"groups={groups}")
+            raise ValueError(
+                f"in_channels={in_channels} and out_channels={out_channels} must be divisible by groups={groups}"
+            )
         if in_channels % deform_groups:
             raise ValueError(f"in_channels={in_channels} must be divisible by deform_groups={deform_groups}")
         self.in_channels = in_channels
@@ -110,8 +111,10 @@ class DeformConv2d(nn.Module):
         return self._op(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-             f"padding={self.padding}, dilation={self.dilation}")
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}"
+        )
         if self.groups != 1:
             s += f", groups={self.groups}"
         if self.bias is None:

@@ -82,7 +82,7 @@ def deform_conv2d_checked(
     columns = bilinear_columns(input, h, w)  # [N, C, K, oh, ow]
     if mask is not None:
         g = args.offset_groups
-        columns = (columns.view(n, g, channels // g, kh * kw, out_h, out_w) * mask.view(n, g, 1, kh * kw, out_h, out_w))
+        columns = columns.view(n, g, channels // g, kh * kw, out_h, out_w) * mask.view(n, g, 1, kh * kw, out_h, out_w)
     groups = args.groups
     columns = columns.reshape(n, groups, -1, out_h * out_w)
     out = torch.matmul(weight.reshape(groups, c_out // groups, -1), columns)  # [N, groups, C_out / groups, P]

@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Times deform_conv2d (segdcn, torchvision, onnxruntime) against F.conv2d of the same shape.
+
+All implementations run in one process on the same tensors, so the printed ratios compare
+like with like on this machine. Shapes are DeepLab's: res5 (512->512, 3x3, dilation 2, at
+output stride 16 and 8 for a 513x513 crop) and a res4-like layer (256->256, dilation 1).
+
+    python scripts/bench_ops.py                      # the default shapes, all threads
+    python scripts/bench_ops.py --threads 1,2        # the same at 1 and 2 threads
+    python scripts/bench_ops.py --shapes 1x64x17x2 --repeat 3 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+import torchvision.ops
+
+import segdcn.ops
+from segdcn.ops.onnx import OrtDeformConv
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch: int
+    channels: int
+    size: int
+    dilation: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shape:
+        try:
+            n, c, s, d = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a shape is NxCxSIZExDILATION (e.g. 2x512x65x2), got {text!r}") from None
+        return cls(n, c, s, d)
+
+    def __str__(self) -> str:
+        return f"N={self.batch} {self.channels}->{self.channels} {self.size}x{self.size} d={self.dilation}"
+
+
+DEFAULT_SHAPES = [Shape(n, 512, s, 2) for n in (1, 2) for s in (33, 65)] + [Shape(n, 256, 65, 1) for n in (1, 2)]
+
+
+def timeit(fn, repeat: int, warmup: int = 1) -> float:
+    """Median wall time of fn() in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def make_inputs(shape: Shape, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    c, s, d = shape.channels, shape.size, shape.dilation
+    x = torch.randn(shape.batch, c, s, s, generator=g)
+    weight = torch.randn(c, c, 3, 3, generator=g) / (3 * c**0.5)
+    bias = torch.randn(c, generator=g)
+    # learned offsets are a few pixels: a scale of the dilation moves samples between cells
+    offset = torch.randn(shape.batch, 18, s, s, generator=g) * d
+    return x, offset, weight, bias
+
+
+def forward_backward(fn, tensors):
+    leaves = [t.detach().requires_grad_() for t in tensors]
+
+    def run():
+        out = fn(*leaves)
+        out.backward(torch.ones_like(out))
+
+    return run
+
+
+def bench_shape(shape: Shape, repeat: int, threads: int, with_torchvision: bool) -> dict:
+    x, offset, weight, bias = make_inputs(shape)
+    d = shape.dilation
+    conv = lambda x, w, b: F.conv2d(x, w, b, padding=d, dilation=d)  # noqa: E731
+    ours = lambda x, o, w, b: segdcn.ops.deform_conv2d(x, o, w, b, padding=d, dilation=d)  # noqa: E731
+    tv = lambda x, o, w, b: torchvision.ops.deform_conv2d(x, o, w, b, padding=d, dilation=d)  # noqa: E731
+    ort = OrtDeformConv(weight, (1, 1), (d, d), (d, d), 1, 1, mask=False, threads=threads)
+
+    with torch.no_grad():
+        row = {
+            "conv_fwd": timeit(lambda: conv(x, weight, bias), repeat),
+            "segdcn_fwd": timeit(lambda: ours(x, offset, weight, bias), repeat),
+            "ort_fwd": timeit(lambda: ort(x, offset, weight, bias), repeat),
+        }
+    row["conv_fwdbwd"] = timeit(forward_backward(conv, (x, weight, bias)), repeat)
+    row["segdcn_fwdbwd"] = timeit(forward_backward(ours, (x, offset, weight, bias)), repeat)
+    if with_torchvision:
+        with torch.no_grad():
+            row["tv_fwd"] = timeit(lambda: tv(x, offset, weight, bias), repeat)
+        row["tv_fwdbwd"] = timeit(forward_backward(tv, (x, offset, weight, bias)), max(1, repeat // 2))
+    return row
+
+
+def ratios(row: dict) -> dict:
+    out = {
+        "fwd / conv": row["segdcn_fwd"] / row["conv_fwd"],
+        "fwd / ort": row["segdcn_fwd"] / row["ort_fwd"],
+        "fwdbwd / conv": row["segdcn_fwdbwd"] / row["conv_fwdbwd"],
+    }
+    if "tv_fwdbwd" in row:
+        out["tv fwdbwd / ours"] = row["tv_fwdbwd"] / row["segdcn_fwdbwd"]
+        out["tv fwd / ours"] = row["tv_fwd"] / row["segdcn_fwd"]
+    return out
+
+
+def print_table(results: list[dict]) -> None:
+    time_cols = ["conv_fwd", "segdcn_fwd", "ort_fwd", "tv_fwd", "conv_fwdbwd", "segdcn_fwdbwd", "tv_fwdbwd"]
+    time_cols = [c for c in time_cols if any(c in r["times"] for r in results)]
+    ratio_cols = list(dict.fromkeys(k for r in results for k in r["ratios"]))
+    header = ["threads", "shape"] + [f"{c} ms" for c in time_cols] + ratio_cols
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in results:
+        cells = [str(r["threads"]), r["shape"]]
+        cells += [f"{1000 * r['times'][c]:.1f}" if c in r["times"] else "" for c in time_cols]
+        cells += [f"{r['ratios'][c]:.2f}" if c in r["ratios"] else "" for c in ratio_cols]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--shapes",
+        type=Shape.parse,
+        nargs="+",
+        default=DEFAULT_SHAPES,
+        help="NxCxSIZExDILATION, e.g. 2x512x65x2 (default: the DeepLab res5/res4 shapes)",
+    )
+    parser.add_argument(
+        "--threads",
+        default=str(torch.get_num_threads()),
+        help="comma-separated thread counts, e.g. 1,2 (default: %(default)s)",
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement; the median is kept")
+    parser.add_argument("--no-torchvision", action="store_true", help="skip torchvision (slow on the CPU)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    try:
+        thread_counts = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        parser.error(f"--threads takes comma-separated integers, got {args.threads!r}")
+    if any(t < 1 for t in thread_counts) or args.repeat < 1:
+        parser.error("--threads and --repeat must be >= 1")
+
+    info = segdcn.ops.build_info()
+    if not info["native"]:
+        print(f"segdcn._C is not built: {info.get('error')}", file=sys.stderr)
+        return 1
+    print(
+        f"segdcn {segdcn.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"float32, CPU; median of {args.repeat} runs"
+    )
+    results = []
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        for shape in args.shapes:
+            times = bench_shape(shape, args.repeat, threads, not args.no_torchvision)
+            results.append(
+                {
+                    "threads": threads,
+                    "shape": str(shape),
+                    "config": asdict(shape),
+                    "times": times,
+                    "ratios": ratios(times),
+                }
+            )
+            print(f"  measured {shape} at {threads} thread(s)", file=sys.stderr, flush=True)
+    print_table(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"build_info": info, "torch": torch.__version__, "results": results}, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

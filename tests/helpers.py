@@ -1,0 +1,88 @@
+"""Shared pieces of the op tests: random deform_conv2d calls and closeness checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ConvCase:
+    batch: int = 2
+    in_channels: int = 4
+    out_channels: int = 6
+    height: int = 7
+    width: int = 8
+    kernel: tuple[int, int] = (3, 3)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    offset_groups: int = 1
+    mask: bool = False
+    bias: bool = True
+    offsets: str = "normal"  # normal | far | integer | zero
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
+        return (
+            (self.height + 2 * ph - dh * (kh - 1) - 1) // sh + 1,
+            (self.width + 2 * pw - dw * (kw - 1) - 1) // sw + 1,
+        )
+
+    def tensors(self, dtype=torch.float64, device="cpu", seed=0) -> dict:
+        g = torch.Generator().manual_seed(seed)
+        kh, kw = self.kernel
+        oh, ow = self.out_size
+        taps = self.offset_groups * kh * kw
+
+        def randn(*shape):
+            return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+        if self.offsets == "normal":
+            offset = randn(self.batch, 2 * taps, oh, ow) * 1.5
+        elif self.offsets == "far":  # most samples land well outside the image
+            offset = randn(self.batch, 2 * taps, oh, ow) * 3 * max(self.height, self.width)
+        elif self.offsets == "integer":  # exactly on pixel centres, including -1, H and W
+            offset = torch.randint(-self.height - 1, self.height + 2, (self.batch, 2 * taps, oh, ow), generator=g)
+        elif self.offsets == "zero":
+            offset = torch.zeros(self.batch, 2 * taps, oh, ow)
+        else:
+            raise ValueError(self.offsets)
+        out = {
+            "input": randn(self.batch, self.in_channels, self.height, self.width),
+            "offset": offset.double(),
+            "weight": randn(self.out_channels, self.in_channels // self.groups, kh, kw),
+            "bias": randn(self.out_channels) if self.bias else None,
+            "mask": torch.rand(self.batch, taps, oh, ow, generator=g, dtype=torch.float64) if self.mask else None,
+        }
+        return {k: (v.to(dtype=dtype, device=device) if v is not None else None) for k, v in out.items()}
+
+    def kwargs(self) -> dict:
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
+
+
+GRAD_NAMES = ("input", "offset", "weight", "bias", "mask")
+
+
+def run(fn, case: ConvCase, tensors: dict, grad_output: torch.Tensor | None = None):
+    """Output and the gradients of every tensor argument for <grad_output, fn(...)>."""
+    leaves = {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in tensors.items()}
+    out = fn(leaves["input"], leaves["offset"], leaves["weight"], leaves["bias"], mask=leaves["mask"], **case.kwargs())
+    if grad_output is None:
+        grad_output = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    wanted = [k for k in GRAD_NAMES if leaves[k] is not None]
+    grads = torch.autograd.grad(out, [leaves[k] for k in wanted], grad_output)
+    return out.detach(), dict(zip(wanted, grads, strict=True)), grad_output
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, name: str = "") -> None:
+    """max |actual - expected| <= tol * max(1, max |expected|): relative to the tensor's scale."""
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    if expected.numel() == 0:
+        return
+    scale = max(1.0, expected.abs().max().item())
+    err = (actual.double() - expected.double()).abs().max().item()
+    assert err <= tol * scale, f"{name}: max error {err:.3e} > {tol:.0e} x scale {scale:.3e}"

@@ -1,0 +1,71 @@
+"""Behaviour without the compiled extension, and the benchmark script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WITHOUT_EXTENSION = """
+import sys, warnings, importlib.abc
+
+class NoExtension(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "segdcn._C":
+            raise ImportError("segdcn._C hidden by the test")
+
+sys.meta_path.insert(0, NoExtension())
+import torch, torchvision.ops
+import segdcn.ops
+
+torch.manual_seed(0)
+x, w = torch.randn(1, 4, 6, 6, dtype=torch.float64), torch.randn(3, 4, 3, 3, dtype=torch.float64)
+offset = torch.randn(1, 18, 4, 4, dtype=torch.float64)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out = [segdcn.ops.deform_conv2d(x, offset, w) for _ in range(3)]
+    layer = segdcn.ops.DeformConv2d(4, 3, 3)(x.float())
+messages = [str(c.message) for c in caught if issubclass(c.category, RuntimeWarning)]
+assert len(messages) == 1, messages
+assert "make install" in messages[0] and "reference" in messages[0], messages[0]
+assert (out[0] - torchvision.ops.deform_conv2d(x, offset, w)).abs().max() < 1e-12
+info = segdcn.ops.build_info()
+assert info["native"] is False and "hidden by the test" in info["error"], info
+print("ok")
+"""
+
+
+def test_falls_back_to_reference_with_one_warning():
+    result = subprocess.run([sys.executable, "-c", WITHOUT_EXTENSION], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_bench_ops_prints_ratios_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_ops.py", "--shapes", "1x8x9x2", "2x8x9x1", "--repeat", "1",
+         "--threads", "1,2", "--json", str(out)],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "fwd / conv" in result.stdout and "tv fwdbwd / ours" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["build_info"]["native"] is True
+    assert [r["threads"] for r in data["results"]] == [1, 1, 2, 2]
+    for r in data["results"]:
+        assert all(t > 0 for t in r["times"].values())
+        assert set(r["ratios"]) >= {"fwd / conv", "fwd / ort", "fwdbwd / conv", "tv fwdbwd / ours"}
+
+
+def test_bench_ops_rejects_a_bad_shape():
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_ops.py", "--shapes", "1x8x9"], capture_output=True, text=True, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "NxCxSIZExDILATION" in result.stderr
