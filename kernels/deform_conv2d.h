@@ -23,10 +23,17 @@ struct DeformConvGeometry {
   int64_t channels_per_offset_group() const { return in_channels / offset_groups; }
 };
 
-// One chunk of images at a time; `input`, `offset`, `mask` are narrowed to the chunk
-// and `columns` / `grad_columns` are [chunk, in_channels * taps, out_h * out_w].
+// How a backend lays out the sampled columns of one chunk of images:
+// - kChannelsMajor: [chunk, in_channels * taps, out_h * out_w], entry (c * taps + k, p);
+// - kPositionsMajor: [chunk, out_h * out_w, groups, taps, in_channels / groups], so that the
+//   channels of one tap at one position are contiguous (vectorisable over channels when the
+//   input is read channels-last). The driver runs the GEMMs to match.
+enum class ColumnsLayout { kChannelsMajor, kPositionsMajor };
+
+// One chunk of images at a time; `input`, `offset`, `mask` are narrowed to the chunk.
 struct DeformConvPasses {
-  // columns[n, c * taps + k, p] = mask * bilinear(input[n, c], tap k of position p)
+  ColumnsLayout layout;
+  // columns(n, c, k, p) = mask * bilinear(input[n, c], tap k of position p)
   void (*sample_columns)(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
                          const DeformConvGeometry& g, at::Tensor& columns);
   // Offset and mask gradients from grad_columns; also fills `columns` when it is defined
@@ -35,7 +42,7 @@ struct DeformConvPasses {
                            const at::Tensor& grad_columns, const DeformConvGeometry& g,
                            at::Tensor& grad_offset, at::Tensor& grad_mask, at::Tensor& columns);
   // grad_input[n, c] += the transpose of sample_columns applied to grad_columns; grad_input
-  // arrives zeroed.
+  // arrives zeroed, and is float32 when the inputs are half or bfloat16.
   void (*scatter_columns)(const at::Tensor& grad_columns, const at::Tensor& offset, const at::Tensor& mask,
                           const DeformConvGeometry& g, at::Tensor& grad_input);
 };

@@ -60,7 +60,7 @@ def _register() -> None:
     @torch.library.register_fake(BACKWARD_OP)
     def _(grad_output, input, weight, offset, mask, stride, padding, dilation, groups, offset_groups, output_mask):
         def grad_like(t, wanted):
-            return torch.empty_like(t) if wanted and t is not None else input.new_empty(0)
+            return t.new_empty(t.shape) if wanted and t is not None else input.new_empty(0)
 
         return (
             grad_like(input, output_mask[0]),
