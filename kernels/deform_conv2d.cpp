@@ -23,93 +23,6 @@ void check_pair(at::IntArrayRef v, const char* name) {
 // [groups, rows / groups, cols] view of a [rows, cols]-shaped tensor.
 at::Tensor by_group(const at::Tensor& t, int64_t groups) { return t.reshape({groups, -1, t.size(-1)}); }
 
-// The GEMMs between the weight, the columns of a chunk of images and the output, for the
-// columns layout of the backend. `weight` is [groups, C_out / groups, taps * C_in / groups]
-// with its last dimension ordered like a group's slice of the columns.
-struct ColumnGemms {
-  const DeformConvGeometry& g;
-  ColumnsLayout layout;
-  at::Tensor weight;
-
-  ColumnGemms(const DeformConvGeometry& geometry, ColumnsLayout columns_layout, const at::Tensor& w)
-      : g(geometry), layout(columns_layout) {
-    weight = layout == ColumnsLayout::kChannelsMajor
-                 ? w.reshape({g.groups, g.out_channels / g.groups, -1})
-                 : w.reshape({g.groups, g.out_channels / g.groups, g.in_channels / g.groups, g.taps()})
-                       .transpose(2, 3)
-                       .reshape({g.groups, g.out_channels / g.groups, -1});
-  }
-
-  int64_t rows() const { return g.in_channels * g.taps(); }
-
-  at::Tensor columns(int64_t chunk, const at::TensorOptions& options) const {
-    return layout == ColumnsLayout::kChannelsMajor ? at::empty({chunk, rows(), g.out_positions()}, options)
-                                                   : at::empty({chunk, g.out_positions(), rows()}, options);
-  }
-
-  // Group k's columns of image i: [rows / groups, P] (channels-major) or [P, rows / groups].
-  at::Tensor group_columns(const at::Tensor& cols, int64_t i, int64_t k) const {
-    return layout == ColumnsLayout::kChannelsMajor ? by_group(cols[i], g.groups)[k]
-                                                   : cols[i].view({g.out_positions(), g.groups, -1}).select(1, k);
-  }
-
-  // output [m, C_out, out_h, out_w] = weight x columns, image by image.
-  void forward(const at::Tensor& cols, at::Tensor output) const {
-    const int64_t m = cols.size(0), P = g.out_positions();
-    if (layout == ColumnsLayout::kChannelsMajor) {
-      for (int64_t i = 0; i < m; ++i) {
-        at::Tensor out = by_group(output[i].view({g.out_channels, -1}), g.groups);
-        for (int64_t k = 0; k < g.groups; ++k) {
-          at::Tensor out_k = out[k];
-          at::mm_out(out_k, weight[k], group_columns(cols, i, k));
-        }
-      }
-      return;
-    }
-    // [m * P, rows] x [rows, C_out] is one large GEMM per group; its transpose is the output.
-    at::Tensor out = output.view({m, g.groups, g.out_channels / g.groups, P});
-    for (int64_t k = 0; k < g.groups; ++k) {
-      const at::Tensor product = at::mm(cols.view({m * P, g.groups, -1}).select(1, k), weight[k].t());
-      out.select(1, k).copy_(product.view({m, P, -1}).transpose(1, 2));
-    }
-  }
-
-  // grad_columns = weight^T x grad_output, image by image.
-  void grad_columns(const at::Tensor& grad_output, at::Tensor& gcols) const {
-    for (int64_t i = 0; i < gcols.size(0); ++i) {
-      const at::Tensor gout = by_group(grad_output[i].view({g.out_channels, -1}), g.groups);
-      for (int64_t k = 0; k < g.groups; ++k) {
-        at::Tensor gcol = group_columns(gcols, i, k);
-        if (layout == ColumnsLayout::kChannelsMajor) {
-          at::mm_out(gcol, weight[k].t(), gout[k]);
-        } else if (g.groups == 1) {
-          at::mm_out(gcol, gout[k].t(), weight[k]);
-        } else {
-          gcol.copy_(at::mm(gout[k].t(), weight[k]));
-        }
-      }
-    }
-  }
-
-  // grad_weight (shaped like `weight`) += grad_output x columns^T, image by image.
-  void accumulate_grad_weight(const at::Tensor& grad_output, const at::Tensor& cols, at::Tensor& grad_weight) const {
-    for (int64_t i = 0; i < cols.size(0); ++i) {
-      const at::Tensor gout = by_group(grad_output[i].view({g.out_channels, -1}), g.groups);
-      for (int64_t k = 0; k < g.groups; ++k) {
-        const at::Tensor col = group_columns(cols, i, k);
-        grad_weight[k].addmm_(gout[k], layout == ColumnsLayout::kChannelsMajor ? col.t() : col);
-      }
-    }
-  }
-
-  // grad_weight back in the layout of the weight, [C_out, C_in / groups, kh, kw].
-  at::Tensor weight_shaped(const at::Tensor& grad_weight) const {
-    const std::vector<int64_t> shape{g.out_channels, g.in_channels / g.groups, g.kernel_h, g.kernel_w};
-    if (layout == ColumnsLayout::kChannelsMajor) return grad_weight.view(shape);
-    return grad_weight.view({g.out_channels, g.taps(), g.in_channels / g.groups}).transpose(1, 2).contiguous().view(shape);
-  }
-};
-
 }  // namespace
 
 DeformConvGeometry deform_conv2d_geometry(const at::Tensor& input, const at::Tensor& weight,
@@ -179,71 +92,86 @@ DeformConvGeometry deform_conv2d_geometry(const at::Tensor& input, const at::Ten
   return g;
 }
 
-at::Tensor deform_conv2d_forward(const at::Tensor& input_, const at::Tensor& weight, const at::Tensor& offset_,
+at::Tensor deform_conv2d_forward(const at::Tensor& input_, const at::Tensor& weight_, const at::Tensor& offset_,
                                  const c10::optional<at::Tensor>& mask_, const c10::optional<at::Tensor>& bias,
                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                  int64_t groups, int64_t offset_groups, const DeformConvPasses& passes) {
   const DeformConvGeometry g =
-      deform_conv2d_geometry(input_, weight, offset_, mask_, bias, stride, padding, dilation, groups, offset_groups);
+      deform_conv2d_geometry(input_, weight_, offset_, mask_, bias, stride, padding, dilation, groups, offset_groups);
   const at::Tensor input = input_.contiguous();
   const at::Tensor offset = offset_.contiguous();
   const at::Tensor mask = g.use_mask ? mask_->contiguous() : at::Tensor();
+  const at::Tensor weight = by_group(weight_.reshape({g.out_channels, -1}), groups);
 
   at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
   if (g.batch == 0) return output;
-  const ColumnGemms gemms(g, passes.layout, weight);
   const int64_t chunk = chunk_size(g, input.element_size());
-  at::Tensor columns = gemms.columns(chunk, input.options());
+  at::Tensor columns = at::empty({chunk, g.in_channels * g.taps(), g.out_positions()}, input.options());
   for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
     const int64_t m = std::min(chunk, g.batch - n0);
     at::Tensor cols = columns.narrow(0, 0, m);
     passes.sample_columns(input.narrow(0, n0, m), offset.narrow(0, n0, m),
                           g.use_mask ? mask.narrow(0, n0, m) : mask, g, cols);
-    gemms.forward(cols, output.narrow(0, n0, m));
+    for (int64_t i = 0; i < m; ++i) {
+      at::Tensor out = by_group(output[n0 + i].view({g.out_channels, -1}), groups);
+      const at::Tensor col = by_group(cols[i], groups);
+      for (int64_t k = 0; k < groups; ++k) {
+        at::Tensor out_k = out[k];
+        at::mm_out(out_k, weight[k], col[k]);
+      }
+    }
   }
   if (bias.has_value() && bias->defined()) output.add_(bias->view({1, -1, 1, 1}));
   return output;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward(
-    const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& weight, const at::Tensor& offset_,
+    const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& weight_, const at::Tensor& offset_,
     const c10::optional<at::Tensor>& mask_, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, int64_t offset_groups, std::array<bool, 3> output_mask,
     const DeformConvPasses& passes) {
-  const DeformConvGeometry g = deform_conv2d_geometry(input_, weight, offset_, mask_, c10::nullopt, stride,
+  const DeformConvGeometry g = deform_conv2d_geometry(input_, weight_, offset_, mask_, c10::nullopt, stride,
                                                       padding, dilation, groups, offset_groups);
   const std::vector<int64_t> out_shape{g.batch, g.out_channels, g.out_h, g.out_w};
-  TORCH_CHECK(grad_output_.sizes() == at::IntArrayRef(out_shape),
-              "deform_conv2d backward: grad_output must have shape ", out_shape, ", got ", grad_output_.sizes());
+  TORCH_CHECK(grad_output_.sizes() == at::IntArrayRef(out_shape), "deform_conv2d backward: grad_output must have shape ",
+              out_shape, ", got ", grad_output_.sizes());
   const bool need_input = output_mask[0], need_weight = output_mask[1], need_offset = output_mask[2];
   const at::Tensor input = input_.contiguous();
   const at::Tensor offset = offset_.contiguous();
   const at::Tensor mask = g.use_mask ? mask_->contiguous() : at::Tensor();
   const at::Tensor grad_output = grad_output_.contiguous().to(input.scalar_type());
-  const ColumnGemms gemms(g, passes.layout, weight);
+  const at::Tensor weight = by_group(weight_.reshape({g.out_channels, -1}), groups);
 
   // Half-precision inputs scatter into a float buffer: many taps add into one pixel.
   const bool half = input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16;
-  at::Tensor grad_input =
-      need_input ? at::zeros(input.sizes(), input.options().dtype(half ? at::kFloat : input.scalar_type()))
-                 : at::Tensor();
-  at::Tensor grad_weight = need_weight ? at::zeros_like(gemms.weight) : at::Tensor();
+  at::Tensor grad_input = need_input ? at::zeros(input.sizes(), input.options().dtype(half ? at::kFloat : input.scalar_type()))
+                                     : at::Tensor();
+  at::Tensor grad_weight = need_weight ? at::zeros_like(weight) : at::Tensor();
   at::Tensor grad_offset = need_offset ? at::empty_like(offset) : at::Tensor();
   at::Tensor grad_mask = need_offset && g.use_mask ? at::empty_like(mask) : at::Tensor();
 
   if (g.batch > 0 && (need_input || need_weight || need_offset)) {
     const int64_t chunk = chunk_size(g, input.element_size());
-    at::Tensor grad_columns = gemms.columns(chunk, input.options());
-    at::Tensor columns = need_weight ? gemms.columns(chunk, input.options()) : at::Tensor();
+    const std::vector<int64_t> cols_shape{chunk, g.in_channels * g.taps(), g.out_positions()};
+    at::Tensor grad_columns = at::empty(cols_shape, input.options());
+    at::Tensor columns = need_weight ? at::empty(cols_shape, input.options()) : at::Tensor();
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
       const int64_t m = std::min(chunk, g.batch - n0);
       const at::Tensor in = input.narrow(0, n0, m);
       const at::Tensor off = offset.narrow(0, n0, m);
       const at::Tensor msk = g.use_mask ? mask.narrow(0, n0, m) : mask;
-      const at::Tensor gout = grad_output.narrow(0, n0, m);
       at::Tensor gcols = grad_columns.narrow(0, 0, m);
       at::Tensor cols = need_weight ? columns.narrow(0, 0, m) : at::Tensor();
-      if (need_input || need_offset) gemms.grad_columns(gout, gcols);
+      if (need_input || need_offset) {
+        for (int64_t i = 0; i < m; ++i) {
+          const at::Tensor gout = by_group(grad_output[n0 + i].view({g.out_channels, -1}), groups);
+          at::Tensor gcol = by_group(gcols[i], groups);
+          for (int64_t k = 0; k < groups; ++k) {
+            at::Tensor gcol_k = gcol[k];
+            at::mm_out(gcol_k, weight[k].t(), gout[k]);
+          }
+        }
+      }
       if (need_offset) {
         at::Tensor goff = grad_offset.narrow(0, n0, m);
         at::Tensor gmask = g.use_mask ? grad_mask.narrow(0, n0, m) : at::Tensor();
@@ -255,11 +183,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backwar
         at::Tensor gin = grad_input.narrow(0, n0, m);
         passes.scatter_columns(gcols, off, msk, g, gin);
       }
-      if (need_weight) gemms.accumulate_grad_weight(gout, cols, grad_weight);
+      if (need_weight) {
+        for (int64_t i = 0; i < m; ++i) {
+          const at::Tensor gout = by_group(grad_output[n0 + i].view({g.out_channels, -1}), groups);
+          const at::Tensor col = by_group(cols[i], groups);
+          for (int64_t k = 0; k < groups; ++k) grad_weight[k].addmm_(gout[k], col[k].t());
+        }
+      }
     }
   }
   if (need_input && half) grad_input = grad_input.to(input.scalar_type());
-  if (need_weight) grad_weight = gemms.weight_shaped(grad_weight);
+  if (need_weight) grad_weight = grad_weight.view(weight_.sizes());
   auto or_empty = [&](const at::Tensor& t) { return t.defined() ? t : at::empty({0}, input.options()); };
   return {or_empty(grad_input), or_empty(grad_weight), or_empty(grad_offset), or_empty(grad_mask)};
 }

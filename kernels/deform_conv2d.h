@@ -1,6 +1,9 @@
-// Deformable convolution: the device-independent driver (chunking over the batch and
-// the GEMMs, in deform_conv2d.cpp) and the three sampling passes that each backend
-// (kernels/cpu, kernels/cuda) implements. Every tensor handed to a pass is contiguous.
+// Deformable convolution: the argument checks shared by all backends, and a
+// device-independent driver (chunking over the batch and the GEMMs, in deform_conv2d.cpp)
+// around three sampling passes over channels-major columns, which the CUDA backend
+// implements. The CPU backend has its own driver (kernels/cpu), tiled over output positions
+// and channels-last, because there memory traffic decides the speed. Every tensor handed to
+// a pass is contiguous.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -23,17 +26,10 @@ struct DeformConvGeometry {
   int64_t channels_per_offset_group() const { return in_channels / offset_groups; }
 };
 
-// How a backend lays out the sampled columns of one chunk of images:
-// - kChannelsMajor: [chunk, in_channels * taps, out_h * out_w], entry (c * taps + k, p);
-// - kPositionsMajor: [chunk, out_h * out_w, groups, taps, in_channels / groups], so that the
-//   channels of one tap at one position are contiguous (vectorisable over channels when the
-//   input is read channels-last). The driver runs the GEMMs to match.
-enum class ColumnsLayout { kChannelsMajor, kPositionsMajor };
-
-// One chunk of images at a time; `input`, `offset`, `mask` are narrowed to the chunk.
+// One chunk of images at a time; `input`, `offset`, `mask` are narrowed to the chunk
+// and `columns` / `grad_columns` are [chunk, in_channels * taps, out_h * out_w].
 struct DeformConvPasses {
-  ColumnsLayout layout;
-  // columns(n, c, k, p) = mask * bilinear(input[n, c], tap k of position p)
+  // columns[n, c * taps + k, p] = mask * bilinear(input[n, c], tap k of position p)
   void (*sample_columns)(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
                          const DeformConvGeometry& g, at::Tensor& columns);
   // Offset and mask gradients from grad_columns; also fills `columns` when it is defined

@@ -181,41 +181,55 @@ at::Tensor padded_channels_last(const at::Tensor& input) {
   return out;
 }
 
+// Rows of columns per tile: ~8 MB, so a tile is written and read back by the GEMM while
+// still in cache, and large enough for MKL to run at full speed.
+constexpr int64_t kTileBytes = int64_t(8) << 20;
+
+// One chunk of images as the passes read it. Rows r of its columns are (image r / P,
+// position r % P); a row holds [groups, taps, C / groups] entries.
+template <typename T>
+struct Chunk {
+  const DeformConvGeometry& g;
+  const T* xp;  // padded channels-last input of the chunk
+  TapReader<T> tap_at;
+  std::vector<Segment> segments;
+
+  int64_t row_size() const { return g.in_channels * g.taps(); }
+  int64_t plane() const { return (g.height + 2) * (g.width + 2); }
+  Corners<T> corners(int64_t n, const Tap<T>& tap, const Segment& s) const {
+    return {xp + (n * plane() + tap.pixel) * g.in_channels + s.begin, g.in_channels, (g.width + 2) * g.in_channels};
+  }
+  int64_t column(const Segment& s, int64_t k) const { return s.column + k * (g.in_channels / g.groups); }
+};
+
 // Positions per parallel task: enough work per task to amortise scheduling.
-int64_t position_grain(const DeformConvGeometry& g) {
+int64_t row_grain(const DeformConvGeometry& g) {
   return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.in_channels * g.taps()));
 }
 
+// cols[r - r0] = mask * bilinear samples of rows [r0, r1).
 template <typename T>
-void sample_columns_impl(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
-                         const DeformConvGeometry& g, at::Tensor& columns) {
-  const at::Tensor padded = padded_channels_last(input);
-  const T* xp = padded.const_data_ptr<T>();
-  T* cols = columns.mutable_data_ptr<T>();
-  const TapReader<T> tap_at{g, offset.const_data_ptr<T>(), g.use_mask ? mask.const_data_ptr<T>() : nullptr};
-  const auto segments = channel_segments(g, g.in_channels);
-  const int64_t C = g.in_channels, K = g.taps(), P = g.out_positions(), plane = (g.height + 2) * (g.width + 2);
-  const int64_t per_group = C / g.groups, row = C * K;
-  at::parallel_for(0, input.size(0) * P, position_grain(g), [&](int64_t begin, int64_t end) {
-    for (int64_t np = begin; np < end; ++np) {
-      const int64_t n = np / P, p = np % P;
-      T* out = cols + np * row;
+void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols) {
+  const int64_t K = c.g.taps(), P = c.g.out_positions();
+  at::parallel_for(r0, r1, row_grain(c.g), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / P, p = r % P;
+      T* row = cols + (r - r0) * c.row_size();
       for (int64_t k = 0; k < K; ++k) {
-        for (size_t si = 0; si < segments.size();) {
-          const int64_t og = segments[si].offset_group;
-          const Tap<T> tap = tap_at(n, og, k, p);
+        for (size_t si = 0; si < c.segments.size();) {
+          const int64_t og = c.segments[si].offset_group;
+          const Tap<T> tap = c.tap_at(n, og, k, p);
           T coeff[4];
           bilinear_weights(tap.lh, tap.lw, coeff);
           for (int j = 0; j < 4; ++j) coeff[j] *= tap.m;
-          for (; si < segments.size() && segments[si].offset_group == og; ++si) {
-            const Segment& s = segments[si];
-            T* dst = out + s.column + k * per_group;
-            if (!tap.inside) {
+          for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
+            const Segment& s = c.segments[si];
+            T* dst = row + c.column(s, k);
+            if (tap.inside) {
+              blend(c.corners(n, tap, s), coeff, dst, s.end - s.begin);
+            } else {
               std::fill(dst, dst + (s.end - s.begin), T(0));
-              continue;
             }
-            blend(Corners<T>{xp + (n * plane + tap.pixel) * C + s.begin, C, (g.width + 2) * C}, coeff, dst,
-                  s.end - s.begin);
           }
         }
       }
@@ -223,39 +237,30 @@ void sample_columns_impl(const at::Tensor& input, const at::Tensor& offset, cons
   });
 }
 
+// Offset and mask gradients of rows [r0, r1) from their grad columns; fills their columns
+// too when `cols` is not null.
 template <typename T>
-void backward_columns_impl(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
-                           const at::Tensor& grad_columns, const DeformConvGeometry& g, at::Tensor& grad_offset,
-                           at::Tensor& grad_mask, at::Tensor& columns) {
-  const at::Tensor padded = padded_channels_last(input);
-  const T* xp = padded.const_data_ptr<T>();
-  const T* gcols = grad_columns.const_data_ptr<T>();
-  T* cols = columns.defined() ? columns.mutable_data_ptr<T>() : nullptr;
-  T* goff = grad_offset.mutable_data_ptr<T>();
-  T* gmask = grad_mask.defined() ? grad_mask.mutable_data_ptr<T>() : nullptr;
-  const TapReader<T> tap_at{g, offset.const_data_ptr<T>(), g.use_mask ? mask.const_data_ptr<T>() : nullptr};
-  const auto segments = channel_segments(g, g.in_channels);
-  const int64_t C = g.in_channels, K = g.taps(), P = g.out_positions(), plane = (g.height + 2) * (g.width + 2);
-  const int64_t per_group = C / g.groups, row = C * K;
-  at::parallel_for(0, input.size(0) * P, position_grain(g), [&](int64_t begin, int64_t end) {
-    for (int64_t np = begin; np < end; ++np) {
-      const int64_t n = np / P, p = np % P;
+void backward_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T* cols, T* goff, T* gmask) {
+  const int64_t K = c.g.taps(), P = c.g.out_positions();
+  at::parallel_for(r0, r1, row_grain(c.g), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / P, p = r % P, at_row = (r - r0) * c.row_size();
       for (int64_t k = 0; k < K; ++k) {
-        for (size_t si = 0; si < segments.size();) {
-          const int64_t og = segments[si].offset_group;
-          const Tap<T> tap = tap_at(n, og, k, p);
+        for (size_t si = 0; si < c.segments.size();) {
+          const int64_t og = c.segments[si].offset_group;
+          const Tap<T> tap = c.tap_at(n, og, k, p);
           T sums[3] = {0, 0, 0};
-          for (; si < segments.size() && segments[si].offset_group == og; ++si) {
-            const Segment& s = segments[si];
-            const int64_t at = np * row + s.column + k * per_group;
-            if (!tap.inside) {
-              if (cols) std::fill(cols + at, cols + at + (s.end - s.begin), T(0));
-              continue;
+          for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
+            const Segment& s = c.segments[si];
+            const int64_t at = at_row + c.column(s, k);
+            if (tap.inside) {
+              gather_grads(c.corners(n, tap, s), tap.lh, tap.lw, tap.m, gcols + at, cols ? cols + at : nullptr,
+                           s.end - s.begin, sums);
+            } else if (cols) {
+              std::fill(cols + at, cols + at + (s.end - s.begin), T(0));
             }
-            gather_grads(Corners<T>{xp + (n * plane + tap.pixel) * C + s.begin, C, (g.width + 2) * C}, tap.lh,
-                         tap.lw, tap.m, gcols + at, cols ? cols + at : nullptr, s.end - s.begin, sums);
           }
-          const int64_t nog = n * g.offset_groups + og;
+          const int64_t nog = n * c.g.offset_groups + og;
           goff[(nog * 2 * K + 2 * k) * P + p] = tap.m * sums[0];
           goff[(nog * 2 * K + 2 * k + 1) * P + p] = tap.m * sums[1];
           if (gmask) gmask[(nog * K + k) * P + p] = sums[2];
@@ -265,72 +270,211 @@ void backward_columns_impl(const at::Tensor& input, const at::Tensor& offset, co
   });
 }
 
+// gxp (padded channels-last, like the chunk's input) += the transpose of sample_rows applied
+// to the grad columns of rows [r0, r1). Parallel over channel blocks: a block owns its
+// channels of every pixel.
 template <typename T>
-void scatter_columns_impl(const at::Tensor& grad_columns, const at::Tensor& offset, const at::Tensor& mask,
-                          const DeformConvGeometry& g, at::Tensor& grad_input) {
-  const int64_t n_images = offset.size(0), C = g.in_channels, K = g.taps(), P = g.out_positions();
-  const int64_t plane = (g.height + 2) * (g.width + 2), per_group = C / g.groups, row = C * K;
-  const TapReader<T> tap_at{g, offset.const_data_ptr<T>(), g.use_mask ? mask.const_data_ptr<T>() : nullptr};
-  const int64_t og_count = g.offset_groups;
-
-  // The taps are needed by every channel block: computed once.
-  std::vector<Tap<T>> taps(n_images * P * K * og_count);
-  at::parallel_for(0, n_images * P, position_grain(g), [&](int64_t begin, int64_t end) {
-    for (int64_t np = begin; np < end; ++np)
+void scatter_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T* gxp) {
+  const int64_t K = c.g.taps(), P = c.g.out_positions(), og_count = c.g.offset_groups;
+  std::vector<Tap<T>> taps((r1 - r0) * K * og_count);  // shared by all channel blocks
+  at::parallel_for(r0, r1, row_grain(c.g), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
       for (int64_t k = 0; k < K; ++k)
-        for (int64_t og = 0; og < og_count; ++og) taps[(np * K + k) * og_count + og] = tap_at(np / P, og, k, np % P);
+        for (int64_t og = 0; og < og_count; ++og) taps[((r - r0) * K + k) * og_count + og] = c.tap_at(r / P, og, k, r % P);
   });
-
-  at::Tensor padded = at::zeros({n_images, g.height + 2, g.width + 2, C}, grad_input.options());
-  T* gx = padded.mutable_data_ptr<T>();
-  const T* gcols = grad_columns.const_data_ptr<T>();
-  const int64_t threads = at::get_num_threads();
-  const int64_t block = std::max<int64_t>(8, (C + threads - 1) / threads);
-  const auto segments = channel_segments(g, block);
-  const int64_t blocks = (C + block - 1) / block;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+  const int64_t C = c.g.in_channels, threads = at::get_num_threads();
+  const int64_t block = std::max<int64_t>(16, (C + threads - 1) / threads);
+  at::parallel_for(0, (C + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      for (int64_t np = 0; np < n_images * P; ++np) {
-        const int64_t n = np / P;
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / P;
         for (int64_t k = 0; k < K; ++k) {
-          for (const Segment& s : segments) {
-            if (s.begin / block != b) continue;
-            const Tap<T>& tap = taps[(np * K + k) * og_count + s.offset_group];
+          for (const Segment& s : c.segments) {
+            const int64_t lo = std::max(s.begin, b * block), hi = std::min(s.end, (b + 1) * block);
+            if (lo >= hi) continue;
+            const Tap<T>& tap = taps[((r - r0) * K + k) * og_count + s.offset_group];
             if (!tap.inside) continue;
             T coeff[4];
             bilinear_weights(tap.lh, tap.lw, coeff);
             for (int j = 0; j < 4; ++j) coeff[j] *= tap.m;
-            spread(gx + (n * plane + tap.pixel) * C + s.begin, C, (g.width + 2) * C, coeff,
-                   gcols + np * row + s.column + k * per_group, s.end - s.begin);
+            spread(gxp + (n * c.plane() + tap.pixel) * C + lo, C, (c.g.width + 2) * C, coeff,
+                   gcols + (r - r0) * c.row_size() + c.column(s, k) + (lo - s.begin), hi - lo);
           }
         }
       }
     }
   });
-  grad_input.add_(padded.narrow(1, 1, g.height).narrow(2, 1, g.width).permute({0, 3, 1, 2}));
 }
 
-void sample_columns(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
-                    const DeformConvGeometry& g, at::Tensor& columns) {
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_sample_columns",
-                             [&] { sample_columns_impl<scalar_t>(input, offset, mask, g, columns); });
+// Calls fn(image, first position, count, first row in the tile) for each image's share of
+// rows [r0, r1).
+template <typename Fn>
+void for_each_image(int64_t r0, int64_t r1, int64_t P, Fn fn) {
+  for (int64_t r = r0; r < r1;) {
+    const int64_t n = r / P, p = r % P, len = std::min(P - p, r1 - r);
+    fn(n, p, len, r - r0);
+    r += len;
+  }
 }
 
-void backward_columns(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
-                      const at::Tensor& grad_columns, const DeformConvGeometry& g, at::Tensor& grad_offset,
-                      at::Tensor& grad_mask, at::Tensor& columns) {
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_backward_columns", [&] {
-    backward_columns_impl<scalar_t>(input, offset, mask, grad_columns, g, grad_offset, grad_mask, columns);
+// The driver: chunks of whole images (a padded copy of each chunk's input), tiles of rows
+// within a chunk, and per tile the passes and the GEMMs against the weight reordered to
+// [groups, C_out / groups, taps * C_in / groups] (the order of a row's entries).
+template <typename T>
+struct TiledDeformConv {
+  const DeformConvGeometry& g;
+  at::Tensor weight;  // reordered
+  int64_t tile_rows, chunk_images;
+
+  TiledDeformConv(const DeformConvGeometry& geometry, const at::Tensor& w) : g(geometry) {
+    const int64_t per_group = g.in_channels / g.groups;
+    weight = w.reshape({g.groups, g.out_channels / g.groups, per_group, g.taps()})
+                 .transpose(2, 3)
+                 .contiguous()
+                 .view({g.groups, g.out_channels / g.groups, -1});
+    const int64_t row_bytes = g.in_channels * g.taps() * int64_t(sizeof(T));
+    tile_rows = std::max<int64_t>(16, kTileBytes / row_bytes);
+    chunk_images = std::max<int64_t>(1, tile_rows / g.out_positions());
+  }
+
+  Chunk<T> chunk(const at::Tensor& padded, const at::Tensor& offset, const at::Tensor& mask) const {
+    return Chunk<T>{g, padded.const_data_ptr<T>(),
+                    TapReader<T>{g, offset.const_data_ptr<T>(), g.use_mask ? mask.const_data_ptr<T>() : nullptr},
+                    channel_segments(g, g.in_channels)};
+  }
+
+  at::Tensor group(const at::Tensor& rows, int64_t k) const {
+    return rows.view({rows.size(0), g.groups, -1}).select(1, k);
+  }
+
+  void forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask, at::Tensor& output) const {
+    const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups;
+    at::Tensor cols = at::empty({tile_rows, g.in_channels * g.taps()}, input.options());
+    for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
+      const int64_t m = std::min(chunk_images, g.batch - n0);
+      const at::Tensor padded = padded_channels_last(input.narrow(0, n0, m));
+      const Chunk<T> c = chunk(padded, offset.narrow(0, n0, m), g.use_mask ? mask.narrow(0, n0, m) : mask);
+      at::Tensor out = output.narrow(0, n0, m).view({m, g.groups, per_out, P});
+      for (int64_t r0 = 0; r0 < m * P; r0 += tile_rows) {
+        const int64_t r1 = std::min(r0 + tile_rows, m * P);
+        const at::Tensor tile = cols.narrow(0, 0, r1 - r0);
+        sample_rows(c, r0, r1, tile.mutable_data_ptr<T>());
+        for (int64_t k = 0; k < g.groups; ++k) {
+          const at::Tensor product = at::mm(group(tile, k), weight[k].t());  // [rows, C_out / groups]
+          for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
+            out[n][k].narrow(1, p, len).copy_(product.narrow(0, t, len).t());
+          });
+        }
+      }
+    }
+  }
+
+  void backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& offset,
+                const at::Tensor& mask, at::Tensor& grad_input, at::Tensor& grad_weight, at::Tensor& grad_offset,
+                at::Tensor& grad_mask) const {
+    const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups, row = g.in_channels * g.taps();
+    const bool need_input = grad_input.defined(), need_weight = grad_weight.defined();
+    const bool need_offset = grad_offset.defined();
+    at::Tensor gcols = at::empty({tile_rows, row}, input.options());
+    at::Tensor cols = need_weight ? at::empty({tile_rows, row}, input.options()) : at::Tensor();
+    at::Tensor gout_rows = at::empty({tile_rows, g.out_channels}, input.options());
+    for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
+      const int64_t m = std::min(chunk_images, g.batch - n0);
+      const at::Tensor padded = padded_channels_last(input.narrow(0, n0, m));
+      const Chunk<T> c = chunk(padded, offset.narrow(0, n0, m), g.use_mask ? mask.narrow(0, n0, m) : mask);
+      at::Tensor grad_padded = need_input ? at::zeros_like(padded) : at::Tensor();
+      const at::Tensor gout = grad_output.narrow(0, n0, m).view({m, g.out_channels, P});
+      T* goff = need_offset ? grad_offset.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr;
+      T* gmask = need_offset && g.use_mask ? grad_mask.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr;
+      for (int64_t r0 = 0; r0 < m * P; r0 += tile_rows) {
+        const int64_t r1 = std::min(r0 + tile_rows, m * P), rows = r1 - r0;
+        at::Tensor gout_tile = gout_rows.narrow(0, 0, rows);  // [rows, C_out]
+        for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
+          gout_tile.narrow(0, t, len).copy_(gout[n].narrow(1, p, len).t());
+        });
+        at::Tensor gcol_tile = gcols.narrow(0, 0, rows);
+        at::Tensor col_tile = need_weight ? cols.narrow(0, 0, rows) : at::Tensor();
+        if (need_input || need_offset) {
+          for (int64_t k = 0; k < g.groups; ++k) {
+            const at::Tensor gout_k = gout_tile.narrow(1, k * per_out, per_out);
+            if (g.groups == 1) {
+              at::mm_out(gcol_tile, gout_k, weight[k]);
+            } else {
+              group(gcol_tile, k).copy_(at::mm(gout_k, weight[k]));
+            }
+          }
+        }
+        if (need_offset) {
+          backward_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), need_weight ? col_tile.mutable_data_ptr<T>() : nullptr,
+                        goff, gmask);
+        } else if (need_weight) {
+          sample_rows(c, r0, r1, col_tile.mutable_data_ptr<T>());
+        }
+        if (need_input) scatter_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), grad_padded.mutable_data_ptr<T>());
+        if (need_weight) {
+          for (int64_t k = 0; k < g.groups; ++k)
+            grad_weight[k].addmm_(gout_tile.narrow(1, k * per_out, per_out).t(), group(col_tile, k));
+        }
+      }
+      if (need_input) {
+        grad_input.narrow(0, n0, m).copy_(
+            grad_padded.narrow(1, 1, g.height).narrow(2, 1, g.width).permute({0, 3, 1, 2}));
+      }
+    }
+  }
+
+  // grad of the reordered weight -> [C_out, C_in / groups, kh, kw]
+  at::Tensor weight_shaped(const at::Tensor& grad) const {
+    return grad.view({g.out_channels, g.taps(), g.in_channels / g.groups})
+        .transpose(1, 2)
+        .contiguous()
+        .view({g.out_channels, g.in_channels / g.groups, g.kernel_h, g.kernel_w});
+  }
+};
+
+at::Tensor forward_float(const at::Tensor& input_, const at::Tensor& weight, const at::Tensor& offset_,
+                         const c10::optional<at::Tensor>& mask_, const c10::optional<at::Tensor>& bias,
+                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                         int64_t offset_groups) {
+  const DeformConvGeometry g =
+      deform_conv2d_geometry(input_, weight, offset_, mask_, bias, stride, padding, dilation, groups, offset_groups);
+  const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
+  const at::Tensor mask = g.use_mask ? mask_->contiguous() : at::Tensor();
+  at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
+  if (g.batch == 0) return output;
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_forward_cpu", [&] {
+    TiledDeformConv<scalar_t>(g, weight).forward(input, offset, mask, output);
   });
+  if (bias.has_value() && bias->defined()) output.add_(bias->view({1, -1, 1, 1}));
+  return output;
 }
 
-void scatter_columns(const at::Tensor& grad_columns, const at::Tensor& offset, const at::Tensor& mask,
-                     const DeformConvGeometry& g, at::Tensor& grad_input) {
-  AT_DISPATCH_FLOATING_TYPES(grad_columns.scalar_type(), "deform_conv2d_scatter_columns",
-                             [&] { scatter_columns_impl<scalar_t>(grad_columns, offset, mask, g, grad_input); });
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_float(
+    const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& weight, const at::Tensor& offset_,
+    const c10::optional<at::Tensor>& mask_, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, int64_t offset_groups, std::array<bool, 3> output_mask) {
+  const DeformConvGeometry g = deform_conv2d_geometry(input_, weight, offset_, mask_, c10::nullopt, stride, padding,
+                                                      dilation, groups, offset_groups);
+  const std::vector<int64_t> out_shape{g.batch, g.out_channels, g.out_h, g.out_w};
+  TORCH_CHECK(grad_output_.sizes() == at::IntArrayRef(out_shape),
+              "deform_conv2d backward: grad_output must have shape ", out_shape, ", got ", grad_output_.sizes());
+  const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
+  const at::Tensor mask = g.use_mask ? mask_->contiguous() : at::Tensor();
+  const at::Tensor grad_output = grad_output_.contiguous().to(input.scalar_type());
+  at::Tensor grad_input = output_mask[0] ? at::empty_like(input) : at::Tensor();
+  at::Tensor grad_offset = output_mask[2] ? at::empty_like(offset) : at::Tensor();
+  at::Tensor grad_mask = output_mask[2] && g.use_mask ? at::empty_like(mask) : at::Tensor();
+  at::Tensor grad_weight;
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_backward_cpu", [&] {
+    const TiledDeformConv<scalar_t> conv(g, weight);
+    at::Tensor grad_w = output_mask[1] ? at::zeros_like(conv.weight) : at::Tensor();
+    if (g.batch > 0) conv.backward(grad_output, input, offset, mask, grad_input, grad_w, grad_offset, grad_mask);
+    if (output_mask[1]) grad_weight = conv.weight_shaped(grad_w);
+  });
+  auto or_empty = [&](const at::Tensor& t) { return t.defined() ? t : at::empty({0}, input.options()); };
+  return {or_empty(grad_input), or_empty(grad_weight), or_empty(grad_offset), or_empty(grad_mask)};
 }
 
-const DeformConvPasses kCpuPasses{ColumnsLayout::kPositionsMajor, sample_columns, backward_columns, scatter_columns};
 bool is_half(const at::Tensor& t) { return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16; }
 
 c10::optional<at::Tensor> to_float(const c10::optional<at::Tensor>& t) {
@@ -344,12 +488,11 @@ at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight, const 
                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                        int64_t offset_groups) {
   if (is_half(input)) {
-    return deform_conv2d_forward(input.to(at::kFloat), weight.to(at::kFloat), offset.to(at::kFloat), to_float(mask),
-                                 to_float(bias), stride, padding, dilation, groups, offset_groups, kCpuPasses)
+    return forward_float(input.to(at::kFloat), weight.to(at::kFloat), offset.to(at::kFloat), to_float(mask),
+                         to_float(bias), stride, padding, dilation, groups, offset_groups)
         .to(input.scalar_type());
   }
-  return deform_conv2d_forward(input, weight, offset, mask, bias, stride, padding, dilation, groups, offset_groups,
-                               kCpuPasses);
+  return forward_float(input, weight, offset, mask, bias, stride, padding, dilation, groups, offset_groups);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
@@ -358,14 +501,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     at::IntArrayRef dilation, int64_t groups, int64_t offset_groups, std::array<bool, 3> output_mask) {
   if (is_half(input)) {
     const auto dtype = input.scalar_type();
-    auto grads = deform_conv2d_backward(grad_output.to(at::kFloat), input.to(at::kFloat), weight.to(at::kFloat),
-                                        offset.to(at::kFloat), to_float(mask), stride, padding, dilation, groups,
-                                        offset_groups, output_mask, kCpuPasses);
+    auto grads = backward_float(grad_output.to(at::kFloat), input.to(at::kFloat), weight.to(at::kFloat),
+                                offset.to(at::kFloat), to_float(mask), stride, padding, dilation, groups,
+                                offset_groups, output_mask);
     return {std::get<0>(grads).to(dtype), std::get<1>(grads).to(dtype), std::get<2>(grads).to(dtype),
             std::get<3>(grads).to(dtype)};
   }
-  return deform_conv2d_backward(grad_output, input, weight, offset, mask, stride, padding, dilation, groups,
-                                offset_groups, output_mask, kCpuPasses);
+  return backward_float(grad_output, input, weight, offset, mask, stride, padding, dilation, groups, offset_groups,
+                        output_mask);
 }
 
 }  // namespace

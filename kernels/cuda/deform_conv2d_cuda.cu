@@ -195,7 +195,7 @@ void scatter_columns(const at::Tensor& grad_columns, const at::Tensor& offset, c
   });
 }
 
-const DeformConvPasses kCudaPasses{ColumnsLayout::kChannelsMajor, sample_columns, backward_columns, scatter_columns};
+const DeformConvPasses kCudaPasses{sample_columns, backward_columns, scatter_columns};
 
 // The guard makes the input's device current, so the passes and the driver's GEMMs run on
 // that device's current stream.
