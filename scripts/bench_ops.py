@@ -118,18 +118,108 @@ def ratios(row: dict) -> dict:
     return out
 
 
+# The speed targets of segdcn's CPU kernels (float32, every shape above).
+TARGETS = {
+    "fwd / conv": ("<=", 1.5),
+    "fwd / ort": ("<=", 1.0),
+    "fwdbwd / conv": ("<=", 3.0),
+    "tv fwdbwd / ours": (">=", 5.0),
+}
+SCALING_TARGET = 1.6  # two threads at least this much faster than one
+MEMORY_SLACK = 1.25  # temporaries at N=8 at most this multiple of those at N=1
+
+
+def meets(value: float, rule: tuple[str, float]) -> bool:
+    op, bound = rule
+    return value <= bound if op == "<=" else value >= bound
+
+
+def verdict(ratios_: dict) -> str:
+    failed = [name for name, rule in TARGETS.items() if name in ratios_ and not meets(ratios_[name], rule)]
+    return "PASS" if not failed else "FAIL (" + ", ".join(failed) + ")"
+
+
 def print_table(results: list[dict]) -> None:
     time_cols = ["conv_fwd", "segdcn_fwd", "ort_fwd", "tv_fwd", "conv_fwdbwd", "segdcn_fwdbwd", "tv_fwdbwd"]
     time_cols = [c for c in time_cols if any(c in r["times"] for r in results)]
     ratio_cols = list(dict.fromkeys(k for r in results for k in r["ratios"]))
-    header = ["threads", "shape"] + [f"{c} ms" for c in time_cols] + ratio_cols
+    header = ["threads", "shape"] + [f"{c} ms" for c in time_cols] + ratio_cols + ["targets"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for r in results:
         cells = [str(r["threads"]), r["shape"]]
         cells += [f"{1000 * r['times'][c]:.1f}" if c in r["times"] else "" for c in time_cols]
         cells += [f"{r['ratios'][c]:.2f}" if c in r["ratios"] else "" for c in ratio_cols]
+        cells.append(r["verdict"])
         print("| " + " | ".join(cells) + " |")
+    print("targets: " + ", ".join(f"{k} {op} {v}" for k, (op, v) in TARGETS.items()))
+
+
+def scaling(results: list[dict]) -> list[dict]:
+    """segdcn's speed-up from the smallest to each larger thread count, per shape."""
+    by_shape: dict[str, dict[int, dict]] = {}
+    for r in results:
+        by_shape.setdefault(r["shape"], {})[r["threads"]] = r["times"]
+    rows = []
+    for shape, runs in by_shape.items():
+        low = min(runs)
+        for threads in sorted(runs):
+            if threads == low:
+                continue
+            fwd = runs[low]["segdcn_fwd"] / runs[threads]["segdcn_fwd"]
+            fwdbwd = runs[low]["segdcn_fwdbwd"] / runs[threads]["segdcn_fwdbwd"]
+            ok = threads != 2 * low or min(fwd, fwdbwd) >= SCALING_TARGET
+            rows.append(
+                {
+                    "shape": shape,
+                    "from": low,
+                    "to": threads,
+                    "fwd": fwd,
+                    "fwdbwd": fwdbwd,
+                    "verdict": "PASS" if ok else "FAIL",
+                }
+            )
+    return rows
+
+
+def print_scaling(rows: list[dict]) -> None:
+    print(f"\nthread scaling of segdcn (target: {SCALING_TARGET}x from 1 to 2 threads)")
+    print("| shape | threads | fwd speed-up | fwdbwd speed-up | target |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['shape']} | {r['from']} -> {r['to']} | {r['fwd']:.2f} | {r['fwdbwd']:.2f} | {r['verdict']} |")
+
+
+MEMORY_PROBE = """
+import resource, sys, torch, segdcn.ops
+n, c, s, d = (int(v) for v in sys.argv[1:])
+torch.manual_seed(0)
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+x = torch.randn(n, c, s, s, requires_grad=True)
+offset = (torch.randn(n, 18, s, s) * d).requires_grad_()
+weight = (torch.randn(c, c, 3, 3) / (3 * c**0.5)).requires_grad_()
+grad = torch.randn(n, c, s, s)
+outputs = grad.nbytes + x.nbytes + offset.nbytes + weight.nbytes  # y and the three gradients
+before = rss()
+y = segdcn.ops.deform_conv2d(x, offset, weight, padding=d, dilation=d)
+y.backward(grad)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(max(0, peak - before - outputs))
+"""
+
+
+def measure_memory(shape: Shape, batches=(1, 8)) -> dict:
+    """Peak memory of the op's temporaries (forward + backward), each batch in a fresh process."""
+    import subprocess
+
+    out = {}
+    for n in batches:
+        args = [str(v) for v in (n, shape.channels, shape.size, shape.dilation)]
+        result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, *args], capture_output=True, text=True, check=True)
+        out[n] = int(result.stdout.strip())
+    return out
 
 
 def main(argv=None) -> int:
@@ -148,6 +238,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement; the median is kept")
     parser.add_argument("--no-torchvision", action="store_true", help="skip torchvision (slow on the CPU)")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="also measure the temporaries' peak memory at N=1 and N=8 (512->512, 65x65)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     try:
@@ -166,20 +261,25 @@ def main(argv=None) -> int:
         f"float32, CPU; median of {args.repeat} runs"
     )
     results = []
-    for threads in thread_counts:
-        torch.set_num_threads(threads)
-        for shape in args.shapes:
+    # thread counts inside the shape loop: a shape's runs are measured back to back, so drift
+    # in the machine's speed affects the scaling figure as little as possible
+    for shape in args.shapes:
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
             times = bench_shape(shape, args.repeat, threads, not args.no_torchvision)
+            r = ratios(times)
             results.append(
                 {
                     "threads": threads,
                     "shape": str(shape),
                     "config": asdict(shape),
                     "times": times,
-                    "ratios": ratios(times),
+                    "ratios": r,
+                    "verdict": verdict(r),
                 }
             )
             print(f"  measured {shape} at {threads} thread(s)", file=sys.stderr, flush=True)
+    results.sort(key=lambda r: r["threads"])
     print_table(results)
     if args.json:
         with open(args.json, "w") as f:

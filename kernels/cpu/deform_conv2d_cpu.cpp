@@ -129,14 +129,13 @@ struct Segment {
   int64_t begin, end, offset_group, column;
 };
 
-// Runs of channels that share offset group and weight group, split further at multiples of
-// `block` (the input gradient's unit of parallel work).
-std::vector<Segment> channel_segments(const DeformConvGeometry& g, int64_t block) {
+// Runs of channels that share offset group and weight group.
+std::vector<Segment> channel_segments(const DeformConvGeometry& g) {
   const int64_t per_og = g.channels_per_offset_group(), per_group = g.in_channels / g.groups;
   std::vector<Segment> out;
   for (int64_t c = 0; c < g.in_channels;) {
     const int64_t og = c / per_og, group = c / per_group;
-    const int64_t end = std::min({(og + 1) * per_og, (group + 1) * per_group, (c / block + 1) * block});
+    const int64_t end = std::min((og + 1) * per_og, (group + 1) * per_group);
     out.push_back({c, end, og, group * g.taps() * per_group + (c - group * per_group)});
     c = end;
   }
@@ -340,7 +339,7 @@ struct TiledDeformConv {
   Chunk<T> chunk(const at::Tensor& padded, const at::Tensor& offset, const at::Tensor& mask) const {
     return Chunk<T>{g, padded.const_data_ptr<T>(),
                     TapReader<T>{g, offset.const_data_ptr<T>(), g.use_mask ? mask.const_data_ptr<T>() : nullptr},
-                    channel_segments(g, g.in_channels)};
+                    channel_segments(g)};
   }
 
   at::Tensor group(const at::Tensor& rows, int64_t k) const {
