@@ -281,9 +281,21 @@ def main(argv=None) -> int:
             print(f"  measured {shape} at {threads} thread(s)", file=sys.stderr, flush=True)
     results.sort(key=lambda r: r["threads"])
     print_table(results)
+    report = {"build_info": info, "torch": torch.__version__, "results": results}
+    if len(thread_counts) > 1:
+        report["scaling"] = scaling(results)
+        print_scaling(report["scaling"])
+    if args.memory:
+        mem = measure_memory(Shape(1, 512, 65, 2))
+        ok = mem[8] <= MEMORY_SLACK * mem[1]
+        report["memory"] = {"temporaries_bytes": mem, "verdict": "PASS" if ok else "FAIL"}
+        print(
+            f"\ntemporaries of forward+backward, 512->512 65x65 d=2: N=1 {mem[1] / 2**20:.0f} MiB, "
+            f"N=8 {mem[8] / 2**20:.0f} MiB (target: N=8 <= {MEMORY_SLACK} x N=1): {report['memory']['verdict']}"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"build_info": info, "torch": torch.__version__, "results": results}, f, indent=2)
+            json.dump(report, f, indent=2)
         print(f"wrote {args.json}")
     return 0
 
