@@ -1,6 +1,7 @@
-// CUDA sampling passes of deformable convolution: grid-stride loops over the column entries
-// (or, for the offset gradient, over (image, offset group, tap, position)) around the shared
-// functions of bilinear.h. Coordinates and sums are in at::opmath_type (float for half and
+// CUDA sampling passes of deformable convolution: grid-stride loops over (image, offset group,
+// channel slice, tap, position) for the columns and the input gradient, and over (image,
+// offset group, tap, position) for the offset gradient, around the shared functions of
+// bilinear.h. Coordinates and sums are in at::opmath_type (float for half and
 // bfloat16); indices are 64-bit throughout.
 //
 // Streams come from c10/cuda (c10::cuda::getCurrentCUDAStream is what at::cuda's name
@@ -55,27 +56,60 @@ __device__ __forceinline__ SamplePoint<acc_t> deformed_tap(const scalar_t* offse
   return sample_point(h, w, g.height, g.width);
 }
 
-// columns[n, c * K + k, p], one loop iteration per entry.
+// The bilinear corner and weights of a tap are computed once per (n, og, k, p) and shared by
+// a slice of up to kSliceChannels channels of the offset group (the CPU plan, kept small
+// enough that the grid still has many threads). Threads with consecutive p are adjacent, so
+// column reads and writes coalesce.
+constexpr int64_t kSliceChannels = 8;
+
+struct SliceIndex {
+  int64_t n, og, c_begin, c_end, k, p;
+};
+
+__device__ __forceinline__ SliceIndex slice_index(int64_t index, const DeformConvGeometry& g) {
+  const int64_t K = g.kernel_h * g.kernel_w, P = g.out_h * g.out_w, Cg = g.in_channels / g.offset_groups;
+  const int64_t slices = (Cg + kSliceChannels - 1) / kSliceChannels;
+  SliceIndex s;
+  s.p = index % P;
+  s.k = (index / P) % K;
+  const int64_t slice = (index / (K * P)) % slices, nog = index / (K * P * slices);
+  s.n = nog / g.offset_groups;
+  s.og = nog % g.offset_groups;
+  s.c_begin = s.og * Cg + slice * kSliceChannels;
+  s.c_end = min(s.c_begin + kSliceChannels, (s.og + 1) * Cg);
+  return s;
+}
+
+// Number of (n, og, slice, k, p) work items of a chunk of `images` images.
+int64_t slice_count(const DeformConvGeometry& g, int64_t images) {
+  const int64_t Cg = g.in_channels / g.offset_groups;
+  return images * g.offset_groups * ((Cg + kSliceChannels - 1) / kSliceChannels) * g.taps() *
+         g.out_positions();
+}
+
+// columns[n, c * K + k, p] for the channels of one slice.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     sample_columns_kernel(const scalar_t* input, const scalar_t* offset, const scalar_t* mask,
                           const DeformConvGeometry g, int64_t total, scalar_t* columns) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t K = g.kernel_h * g.kernel_w, P = g.out_h * g.out_w;
-  const int64_t Cg = g.in_channels / g.offset_groups, plane_size = g.height * g.width;
+  const int64_t K = g.kernel_h * g.kernel_w, P = g.out_h * g.out_w, plane_size = g.height * g.width;
   for (int64_t index = first_index(); index < total; index += index_stride()) {
-    const int64_t p = index % P, k = (index / P) % K, nc = index / (K * P);
-    const int64_t n = nc / g.in_channels, og = (nc % g.in_channels) / Cg;
+    const SliceIndex i = slice_index(index, g);
     acc_t m;
-    const SamplePoint<acc_t> s = deformed_tap(offset, mask, g, n * g.offset_groups + og, k, p, m);
-    acc_t value(0);
-    if (s.inside) {
-      acc_t wt[4], x[4];
-      bilinear_weights(s.lh, s.lw, wt);
-      corner_values(input + nc * plane_size, s, g.height, g.width, x);
-      value = m * corner_sum(wt, x);
+    const SamplePoint<acc_t> s = deformed_tap(offset, mask, g, i.n * g.offset_groups + i.og, i.k, i.p, m);
+    acc_t wt[4];
+    bilinear_weights(s.lh, s.lw, wt);
+    for (int64_t c = i.c_begin; c < i.c_end; ++c) {
+      const int64_t nc = i.n * g.in_channels + c;
+      acc_t value(0);
+      if (s.inside) {
+        acc_t x[4];
+        corner_values(input + nc * plane_size, s, g.height, g.width, x);
+        value = m * corner_sum(wt, x);
+      }
+      columns[(nc * K + i.k) * P + i.p] = static_cast<scalar_t>(value);
     }
-    columns[index] = static_cast<scalar_t>(value);
   }
 }
 
@@ -127,21 +161,22 @@ __global__ void __launch_bounds__(kThreads)
     scatter_columns_kernel(const scalar_t* grad_columns, const scalar_t* offset, const scalar_t* mask,
                            const DeformConvGeometry g, int64_t total, at::opmath_type<scalar_t>* grad_input) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t K = g.kernel_h * g.kernel_w, P = g.out_h * g.out_w;
-  const int64_t Cg = g.in_channels / g.offset_groups, plane_size = g.height * g.width;
+  const int64_t K = g.kernel_h * g.kernel_w, P = g.out_h * g.out_w, plane_size = g.height * g.width;
   for (int64_t index = first_index(); index < total; index += index_stride()) {
-    const int64_t p = index % P, k = (index / P) % K, nc = index / (K * P);
-    const int64_t n = nc / g.in_channels, og = (nc % g.in_channels) / Cg;
+    const SliceIndex i = slice_index(index, g);
     acc_t m;
-    const SamplePoint<acc_t> s = deformed_tap(offset, mask, g, n * g.offset_groups + og, k, p, m);
+    const SamplePoint<acc_t> s = deformed_tap(offset, mask, g, i.n * g.offset_groups + i.og, i.k, i.p, m);
     if (!s.inside) continue;
     acc_t wt[4];
     bilinear_weights(s.lh, s.lw, wt);
-    const acc_t gm = static_cast<acc_t>(grad_columns[index]) * m;
-    acc_t* plane = grad_input + nc * plane_size;
-    for (int c = 0; c < 4; ++c) {
-      const int64_t h = s.h0 + corner_dh(c), w = s.w0 + corner_dw(c);
-      if (corner_in_image(h, w, g.height, g.width)) gpuAtomicAddNoReturn(plane + h * g.width + w, gm * wt[c]);
+    for (int64_t c = i.c_begin; c < i.c_end; ++c) {
+      const int64_t nc = i.n * g.in_channels + c;
+      const acc_t gm = static_cast<acc_t>(grad_columns[(nc * K + i.k) * P + i.p]) * m;
+      acc_t* plane = grad_input + nc * plane_size;
+      for (int corner = 0; corner < 4; ++corner) {
+        const int64_t h = s.h0 + corner_dh(corner), w = s.w0 + corner_dw(corner);
+        if (corner_in_image(h, w, g.height, g.width)) gpuAtomicAddNoReturn(plane + h * g.width + w, gm * wt[corner]);
+      }
     }
   }
 }
@@ -153,7 +188,7 @@ const scalar_t* mask_ptr(const at::Tensor& mask, const DeformConvGeometry& g) {
 
 void sample_columns(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
                     const DeformConvGeometry& g, at::Tensor& columns) {
-  const int64_t total = columns.numel();
+  const int64_t total = slice_count(g, offset.size(0));
   if (total == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "deform_conv2d_sample_columns", [&] {
     sample_columns_kernel<scalar_t><<<blocks_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
@@ -180,7 +215,7 @@ void backward_columns(const at::Tensor& input, const at::Tensor& offset, const a
 
 void scatter_columns(const at::Tensor& grad_columns, const at::Tensor& offset, const at::Tensor& mask,
                      const DeformConvGeometry& g, at::Tensor& grad_input) {
-  const int64_t total = grad_columns.numel();
+  const int64_t total = slice_count(g, offset.size(0));
   if (total == 0) return;
   const auto dtype = grad_columns.scalar_type();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "deform_conv2d_scatter_columns", [&] {
