@@ -1,0 +1,81 @@
+// Host build of the CUDA kernels (kernels/cuda/deform_conv2d_kernels.cuh): CUDA's keywords
+// become plain C++, a launch runs every thread of a small grid in sequence (so the
+// grid-stride loops wrap), and atomics become plain adds. Registered as
+// torch.ops.segdcn_cuda_emulation.* on the CPU, with the shared driver, so that the tests can
+// compare the CUDA code paths with the CPU op on a machine without a GPU.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+namespace segdcn {
+namespace cuda_kernels {
+namespace emulation {
+struct Dim3 {
+  unsigned int x;
+};
+Dim3 blockIdx, blockDim, threadIdx, gridDim;  // the emulated thread
+
+template <typename Kernel>
+void launch(Kernel run_thread) {
+  gridDim.x = 3;  // few threads, so that every thread strides over many items
+  blockDim.x = 5;
+  for (blockIdx.x = 0; blockIdx.x < gridDim.x; ++blockIdx.x)
+    for (threadIdx.x = 0; threadIdx.x < blockDim.x; ++threadIdx.x) run_thread();
+}
+}  // namespace emulation
+using emulation::blockDim;
+using emulation::blockIdx;
+using emulation::gridDim;
+using emulation::threadIdx;
+}  // namespace cuda_kernels
+}  // namespace segdcn
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(threads)
+#define SEGDCN_ATOMIC_ADD(address, value) (*(address) += (value))
+#define SEGDCN_LAUNCH(kernel, total, ...) emulation::launch([&] { kernel(__VA_ARGS__); })
+
+#include "../kernels/cuda/deform_conv2d_kernels.cuh"
+
+namespace segdcn {
+namespace {
+
+const DeformConvPasses kEmulatedPasses{cuda_kernels::sample_columns, cuda_kernels::backward_columns,
+                                       cuda_kernels::scatter_columns};
+
+at::Tensor forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
+                   const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
+                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                   int64_t offset_groups) {
+  return deform_conv2d_forward(input, weight, offset, mask, bias, stride, padding, dilation, groups, offset_groups,
+                               kEmulatedPasses);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
+    const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, int64_t offset_groups, std::array<bool, 3> output_mask) {
+  return deform_conv2d_backward(grad_output, input, weight, offset, mask, stride, padding, dilation, groups,
+                                offset_groups, output_mask, kEmulatedPasses);
+}
+
+}  // namespace
+}  // namespace segdcn
+
+TORCH_LIBRARY(segdcn_cuda_emulation, m) {
+  m.def(
+      "deform_conv2d(Tensor input, Tensor weight, Tensor offset, Tensor? mask, Tensor? bias, int[2] stride, "
+      "int[2] padding, int[2] dilation, int groups, int offset_groups) -> Tensor");
+  m.def(
+      "deform_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor offset, Tensor? mask, "
+      "int[2] stride, int[2] padding, int[2] dilation, int groups, int offset_groups, bool[3] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(segdcn_cuda_emulation, CPU, m) {
+  m.impl("deform_conv2d", &segdcn::forward);
+  m.impl("deform_conv2d_backward", &segdcn::backward);
+}

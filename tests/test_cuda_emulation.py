@@ -1,0 +1,75 @@
+"""The CUDA kernels' code, compiled for the host and run thread by thread (tests/cuda_emulation.cpp),
+against the CPU op: their index arithmetic, slicing, offset groups and half-precision paths are
+checked on every machine, GPU or not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.cpp_extension import load
+
+from tests.helpers import ConvCase, assert_close
+from tests.test_cuda import CASES, TOL, grad_output_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+EXTRA_CASES = {
+    # more channels than one slice of 8, split over offset groups and weight groups
+    "slices": ConvCase(in_channels=20, out_channels=4, groups=2, offset_groups=2, mask=True, offsets="far"),
+    "slices-strided": ConvCase(batch=1, in_channels=24, out_channels=3, stride=(2, 2), dilation=(2, 1), mask=True),
+}
+
+
+@pytest.fixture(scope="module")
+def emulation():
+    load(
+        name="segdcn_cuda_emulation",
+        sources=[str(ROOT / "tests" / "cuda_emulation.cpp"), str(ROOT / "kernels" / "deform_conv2d.cpp")],
+        extra_cflags=["-O1"],
+        is_python_module=False,
+    )
+    return torch.ops.segdcn_cuda_emulation
+
+
+def call(ops, case: ConvCase, t: dict, grad_output: torch.Tensor):
+    args = (list(case.stride), list(case.padding), list(case.dilation), case.groups, case.offset_groups)
+    out = ops.deform_conv2d(t["input"], t["weight"], t["offset"], t["mask"], t["bias"], *args)
+    grads = ops.deform_conv2d_backward(grad_output, t["input"], t["weight"], t["offset"], t["mask"], *args, [True] * 3)
+    return [out, *grads]
+
+
+@pytest.mark.parametrize("dtype", list(TOL), ids=str)
+@pytest.mark.parametrize("name", list(CASES) + list(EXTRA_CASES))
+def test_emulated_cuda_kernels_match_cpu(emulation, name, dtype):
+    case = {**CASES, **EXTRA_CASES}[name]
+    tensors = case.tensors(dtype)
+    grad_output = grad_output_for(case, dtype)
+    expected = call(
+        torch.ops.segdcn, case, {k: (v.double() if v is not None else None) for k, v in tensors.items()},
+        grad_output.double(),
+    )  # fmt: skip
+    actual = call(emulation, case, tensors, grad_output)
+    for what, a, e in zip(["output", "input", "weight", "offset", "mask"], actual, expected, strict=True):
+        assert a.dtype == dtype, what
+        assert_close(a, e, TOL[dtype], f"{name} {what}")
+
+
+def test_emulated_partial_gradients(emulation):
+    case = EXTRA_CASES["slices"]
+    t = case.tensors(torch.float64)
+    grad_output = grad_output_for(case, torch.float64)
+    args = (list(case.stride), list(case.padding), list(case.dilation), case.groups, case.offset_groups)
+    full = emulation.deform_conv2d_backward(
+        grad_output, t["input"], t["weight"], t["offset"], t["mask"], *args, [True] * 3
+    )
+    for wanted in ([True, False, False], [False, True, False], [False, False, True]):
+        part = emulation.deform_conv2d_backward(
+            grad_output, t["input"], t["weight"], t["offset"], t["mask"], *args, wanted
+        )
+        for i, flag in enumerate(wanted):
+            if flag:
+                assert torch.equal(part[i], full[i])
+                if i == 2:
+                    assert torch.equal(part[3], full[3])
