@@ -173,6 +173,13 @@ struct TapReader {
   }
 };
 
+// The bilinear weights of a tap's four corners times its mask.
+template <typename T>
+void modulated_weights(const Tap<T>& tap, T coeff[4]) {
+  bilinear_weights(tap.lh, tap.lw, coeff);
+  for (int j = 0; j < 4; ++j) coeff[j] *= tap.m;
+}
+
 // [m, H + 2, W + 2, C] with a zero border.
 at::Tensor padded_channels_last(const at::Tensor& input) {
   at::Tensor out = at::zeros({input.size(0), input.size(2) + 2, input.size(3) + 2, input.size(1)}, input.options());
@@ -219,8 +226,7 @@ void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols) {
           const int64_t og = c.segments[si].offset_group;
           const Tap<T> tap = c.tap_at(n, og, k, p);
           T coeff[4];
-          bilinear_weights(tap.lh, tap.lw, coeff);
-          for (int j = 0; j < 4; ++j) coeff[j] *= tap.m;
+          modulated_weights(tap, coeff);
           for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
             const Segment& s = c.segments[si];
             T* dst = row + c.column(s, k);
@@ -294,8 +300,7 @@ void scatter_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T* 
             const Tap<T>& tap = taps[((r - r0) * K + k) * og_count + s.offset_group];
             if (!tap.inside) continue;
             T coeff[4];
-            bilinear_weights(tap.lh, tap.lw, coeff);
-            for (int j = 0; j < 4; ++j) coeff[j] *= tap.m;
+            modulated_weights(tap, coeff);
             spread(gxp + (n * c.plane() + tap.pixel) * C + lo, C, (c.g.width + 2) * C, coeff,
                    gcols + (r - r0) * c.row_size() + c.column(s, k) + (lo - s.begin), hi - lo);
           }
