@@ -1,0 +1,170 @@
+"""Building models from config keys: conf/model/*.yaml, validation errors, parameter groups, bench_model.py."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from segdcn.models import FrozenBatchNorm2d, build_model, deformable_layer_names, param_groups, parse_model_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore:model.norm=frozen_bn without:UserWarning")
+
+
+def compose_model(name: str, *overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        return compose(overrides=[f"+model={name}", *overrides]).model
+
+
+@pytest.mark.parametrize("name", ["deeplab_r101", "deeplab_r50", "deeplab_r18"])
+def test_config_files_parse(name):
+    spec = parse_model_cfg(compose_model(name))
+    assert spec.dcn.layers == 0 and spec.head.name == "paper"
+    if name != "deeplab_r18":  # the paper's setting
+        assert (spec.backbone.output_stride, spec.backbone.pretrained, spec.norm) == (16, "imagenet", "frozen_bn")
+        assert spec.head.channels == 1024 and spec.dcn.offset_dilation == "paper"
+
+
+def test_the_paper_model_from_config_keys():
+    model_cfg = compose_model("deeplab_r101", "model.dcn.layers=3", "model.backbone.pretrained=none")
+    model = build_model(model_cfg, num_classes=21)
+    assert deformable_layer_names(model, 101) == ["res5a", "res5b", "res5c"]
+    assert isinstance(model.backbone.layer4[2].bn2, FrozenBatchNorm2d)
+    named = compose_model(
+        "deeplab_r18",
+        "model.dcn.at=[res5b]",
+        "model.dcn.modulated=true",
+        "model.dcn.impl=torchvision",
+        "model.dcn.offset_lr_mult=0.1",
+    )
+    model = build_model(named, num_classes=3)
+    assert deformable_layer_names(model, 18) == ["res5b_branch2a", "res5b_branch2b"]
+    layer = model.backbone.layer4[1].conv1
+    assert layer.modulated and layer.impl == "torchvision" and layer.offset_lr_mult == 0.1
+    assert model(torch.randn(1, 3, 33, 33)).shape == (1, 3, 33, 33)
+
+
+def test_plain_dicts_and_defaults_work():
+    spec = parse_model_cfg({})
+    assert (spec.backbone.name, spec.backbone.output_stride, spec.norm, spec.head.name) == (
+        "resnet101",
+        16,
+        "frozen_bn",
+        "paper",
+    )
+    assert parse_model_cfg(OmegaConf.create({"dcn": {"at": "res5a,res5c"}})).dcn.at == ("res5a", "res5c")
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"dcn": {"layers": 34}}, "model.dcn.layers must be one of 0..33 for resnet101 .*, got 34"),
+        ({"backbone": {"name": "resnet18"}, "dcn": {"layers": 17}}, "0..16 for resnet18"),
+        ({"dcn": {"layers": "3"}}, "model.dcn.layers must be .*got '3'"),
+        ({"dcn": {"layers": 1, "at": ["res5c"]}}, "either model.dcn.layers .* or model.dcn.at"),
+        ({"dcn": {"at": ["res5d"]}}, "model.dcn.at: resnet101 has no block 'res5d'"),
+        ({"dcn": {"impl": "cuda"}}, "model.dcn.impl must be one of native, torchvision, reference, got 'cuda'"),
+        ({"dcn": {"offset_dilation": "2"}}, "model.dcn.offset_dilation must be one of paper, official"),
+        ({"dcn": {"modulated": "yes"}}, "model.dcn.modulated must be true or false"),
+        ({"dcn": {"deform_groups": 0}}, "model.dcn.deform_groups must be an integer >= 1"),
+        ({"dcn": {"offset_lr_mult": -1}}, "model.dcn.offset_lr_mult must be a number >= 0"),
+        ({"dcn": {"layer": 3}}, "unknown key model.dcn.layer; model.dcn has the keys layers, at"),
+        ({"backbone": {"name": "resnet102"}}, "model.backbone.name must be one of resnet18, .*resnet152"),
+        ({"backbone": {"output_stride": 4}}, "model.backbone.output_stride must be one of 8, 16, 32, got 4"),
+        ({"norm": "gn"}, "model.norm must be one of frozen_bn, bn, syncbn, got 'gn'"),
+        ({"head": {"name": "fcn"}}, "model.head.name must be one of paper, aspp_v2, aspp_v3"),
+        ({"head": {"rates": [6, 0]}}, r"model.head.rates\[\] must be an integer >= 1"),
+        ({"heads": {}}, "unknown key model.heads"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_allowed_values(config, message):
+    with pytest.raises(ValueError, match=message):
+        parse_model_cfg(config)
+
+
+def test_bad_num_classes():
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+        build_model({"backbone": {"name": "resnet18"}, "norm": "bn"}, 0)
+
+
+def test_frozen_stages_stop_gradients():
+    model = build_model({"backbone": {"name": "resnet18", "frozen_stages": 2}, "norm": "bn"}, 3)
+    assert not model.backbone.conv1.weight.requires_grad and not model.backbone.layer1[1].bn2.weight.requires_grad
+    assert model.backbone.layer2[0].conv1.weight.requires_grad
+
+
+# ---------------------------------------------------------------- parameter groups
+
+
+def test_param_groups_cover_every_trainable_parameter_once():
+    model = build_model(
+        {
+            "backbone": {"name": "resnet18", "output_stride": 16},
+            "norm": "bn",
+            "head": {"name": "aspp_v3", "channels": 32, "lr_mult": 10.0},
+            "dcn": {"layers": 2, "offset_lr_mult": 0.1, "modulated": True},
+        },
+        4,
+    )
+    groups = param_groups(model, lr=0.01, weight_decay=5e-4, no_decay_norm_bias=True)
+    by_name = {g["name"]: g for g in groups}
+    assert set(by_name) == {"backbone", "backbone_no_decay", "head", "head_no_decay", "offset", "offset_no_decay"}
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len([p for p in model.parameters() if p.requires_grad])
+    assert by_name["head"]["lr"] == pytest.approx(0.1) and by_name["head"]["lr_mult"] == 10.0
+    assert by_name["offset"]["lr"] == pytest.approx(0.001) and by_name["offset"]["lr_mult"] == 0.1
+    offset_params = {id(m.conv_offset.weight) for m in (model.backbone.layer4[1].conv1, model.backbone.layer4[1].conv2)}
+    assert {id(p) for p in by_name["offset"]["params"]} == offset_params
+    assert all(g["weight_decay"] == 0.0 for n, g in by_name.items() if n.endswith("_no_decay"))
+    assert by_name["backbone"]["weight_decay"] == 5e-4
+    decayed = {id(p) for n, g in by_name.items() if not n.endswith("_no_decay") for p in g["params"]}
+    assert id(model.backbone.bn1.weight) not in decayed and id(model.head.classifier.bias) not in decayed
+    assert all(p.dim() > 1 for g in groups if not g["name"].endswith("_no_decay") for p in g["params"])
+
+    optimizer = torch.optim.SGD(groups, lr=0.01, momentum=0.9)  # the groups are what torch.optim takes
+    model(torch.randn(2, 3, 33, 33)).mean().backward()
+    optimizer.step()
+
+
+def test_param_groups_without_no_decay_and_with_frozen_bn():
+    model = build_model({"backbone": {"name": "resnet18"}, "norm": "frozen_bn", "dcn": {"layers": 1}}, 3)
+    groups = param_groups(model, lr=1.0, weight_decay=1e-4, head_lr_mult=3.0)
+    assert [(g["name"], g["lr"], g["weight_decay"]) for g in groups] == [
+        ("backbone", 1.0, 1e-4),
+        ("offset", 1.0, 1e-4),
+        ("head", 3.0, 1e-4),
+    ]
+    # frozen BN has no parameters: the backbone group holds the convs only
+    assert len(groups[0]["params"]) == sum(1 for n, _ in model.backbone.named_parameters() if "conv_offset" not in n)
+    assert all(p.dim() == 4 for p in groups[0]["params"])
+
+
+# ---------------------------------------------------------------- bench_model.py
+
+
+def test_bench_model_runs_at_a_tiny_size(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "scripts/bench_model.py", "--depth", "18", "--size", "33", "--repeat", "1"]
+    cmd += ["--warmup", "0", "--threads", "1", "--json", str(out)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "paper, Table 4" in result.stdout and "res5b_branch2b" in result.stdout
+    report = json.loads(out.read_text())
+    rows = {r["model"]: r for r in report["results"]}
+    assert set(rows) == {"plain", "dcn3_native", "dcn3_torchvision"}
+    assert rows["plain"]["forward_ratio"] == 1.0 and rows["dcn3_native"]["train_step_s"] > 0
+    # three offset convs of 18 x 512 x 3 x 3 weights + 18 biases: the parameter difference
+    assert rows["dcn3_native"]["params"] - rows["plain"]["params"] == 3 * (18 * 512 * 9 + 18)
+    assert report["paper_table4"]["params_m"] == {"plain": 46.0, "deformable": 46.1}
+
+
+def test_bench_model_help():
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_model.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "--json" in result.stdout and "513" in result.stdout
