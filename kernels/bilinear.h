@@ -109,4 +109,80 @@ SEGDCN_HOST_DEVICE int64_t grid_position(int64_t out_pos, int64_t tap, int64_t s
   return out_pos * stride - pad + tap * dilation;
 }
 
+// ---------------------------------------------------------------------------------------
+// RoIAlign's bilinear rule, for the RoI pooling ops (deform_roi_pool, deform_ps_roi_pool).
+// It differs from the rule above on purpose, so that at zero offsets those ops equal
+// torchvision's roi_align(aligned=True) and ps_roi_align: a sample is zero when y < -1,
+// y > H, x < -1 or x > W; otherwise a coordinate <= 0 clamps to 0 and one >= size - 1 clamps
+// to size - 1, so every corner read is inside the image. A clamped coordinate does not move
+// the sample, so its coordinate gradient is zero.
+template <typename T>
+struct RoiSamplePoint {
+  int64_t y0, x0, y1, x1;  // corners: rows y0 <= y1, columns x0 <= x1, all inside the image
+  T ly, lx;                // fractional parts towards (y1, x1)
+  bool inside;             // false: the sample and its gradients are zero
+  bool moves_y, moves_x;   // false where the coordinate was clamped
+};
+
+template <typename T>
+SEGDCN_HOST_DEVICE RoiSamplePoint<T> roi_sample_point(T y, T x, int64_t height, int64_t width) {
+  RoiSamplePoint<T> p;
+  p.y0 = p.x0 = p.y1 = p.x1 = 0;
+  p.ly = p.lx = T(0);
+  p.moves_y = p.moves_x = false;
+  p.inside = !(y < T(-1) || y > T(height) || x < T(-1) || x > T(width));
+  if (!p.inside) return p;
+  p.moves_y = y > T(0);
+  p.moves_x = x > T(0);
+  if (y <= T(0)) y = T(0);
+  if (x <= T(0)) x = T(0);
+  p.y0 = static_cast<int64_t>(y);
+  p.x0 = static_cast<int64_t>(x);
+  if (p.y0 >= height - 1) {
+    p.y0 = p.y1 = height - 1;
+    p.moves_y = false;
+    y = T(p.y0);
+  } else {
+    p.y1 = p.y0 + 1;
+  }
+  if (p.x0 >= width - 1) {
+    p.x0 = p.x1 = width - 1;
+    p.moves_x = false;
+    x = T(p.x0);
+  } else {
+    p.x1 = p.x0 + 1;
+  }
+  p.ly = y - T(p.y0);
+  p.lx = x - T(p.x0);
+  return p;
+}
+
+// Row-major offset of corner c (order as above: (y0, x0), (y0, x1), (y1, x0), (y1, x1)).
+template <typename T>
+SEGDCN_HOST_DEVICE int64_t roi_corner_index(const RoiSamplePoint<T>& p, int corner, int64_t width) {
+  return ((corner >> 1) ? p.y1 : p.y0) * width + ((corner & 1) ? p.x1 : p.x0);
+}
+
+// Corner weights (zero outside), and d weight / dy, d weight / dx (zero where clamped).
+template <typename T>
+SEGDCN_HOST_DEVICE void roi_bilinear_weights(const RoiSamplePoint<T>& p, T weight[4]) {
+  bilinear_weights(p.ly, p.lx, weight);
+  if (!p.inside) weight[0] = weight[1] = weight[2] = weight[3] = T(0);
+}
+
+template <typename T>
+SEGDCN_HOST_DEVICE void roi_bilinear_weight_grads(const RoiSamplePoint<T>& p, T dweight_dy[4], T dweight_dx[4]) {
+  bilinear_weight_grads(p.ly, p.lx, dweight_dy, dweight_dx);
+  for (int c = 0; c < 4; ++c) {
+    if (!p.inside || !p.moves_y) dweight_dy[c] = T(0);
+    if (!p.inside || !p.moves_x) dweight_dx[c] = T(0);
+  }
+}
+
+// The four corner values of sample p in a row-major plane, read as T (zero outside).
+template <typename T, typename V>
+SEGDCN_HOST_DEVICE void roi_corner_values(const V* plane, const RoiSamplePoint<T>& p, int64_t width, T value[4]) {
+  for (int c = 0; c < 4; ++c) value[c] = p.inside ? static_cast<T>(plane[roi_corner_index(p, c, width)]) : T(0);
+}
+
 }  // namespace segdcn

@@ -1,11 +1,12 @@
 // Operator schemas of segdcn._C, the autocast rule, and build facts. Device kernels
 // register themselves in kernels/cpu and kernels/cuda; Python adds fake kernels and
-// autograd (segdcn/ops/deform_conv.py).
+// autograd (segdcn/ops/deform_conv.py, deform_roi_pool.py).
 #include <ATen/autocast_mode.h>
 #include <Python.h>
 #include <torch/library.h>
 
 #include "deform_conv2d.h"
+#include "deform_roi_pool.h"
 
 #ifndef SEGDCN_CUDA_ARCH_LIST
 #define SEGDCN_CUDA_ARCH_LIST ""
@@ -47,6 +48,7 @@ TORCH_LIBRARY(segdcn, m) {
       "deform_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor offset, Tensor? mask, "
       "int[2] stride, int[2] padding, int[2] dilation, int groups, int offset_groups, bool[3] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+  SEGDCN_DEFINE_ROI_POOL_OPS(m);
 }
 
 TORCH_LIBRARY_IMPL(segdcn, AutocastCPU, m) {

@@ -8,6 +8,8 @@ output stride 16 and 8 for a 513x513 crop) and a res4-like layer (256->256, dila
     python scripts/bench_ops.py                      # the default shapes, all threads
     python scripts/bench_ops.py --threads 1,2        # the same at 1 and 2 threads
     python scripts/bench_ops.py --shapes 1x64x17x2 --repeat 3 --json out.json
+    python scripts/bench_ops.py --roi                # also deform_roi_pool against roi_align
+    python scripts/bench_ops.py --roi-only           # only that table
 """
 
 from __future__ import annotations
@@ -190,6 +192,43 @@ def print_scaling(rows: list[dict]) -> None:
         print(f"| {r['shape']} | {r['from']} -> {r['to']} | {r['fwd']:.2f} | {r['fwdbwd']:.2f} | {r['verdict']} |")
 
 
+def bench_roi(repeat: int, rois: int = 300, channels: int = 512, size: int = 65, output: int = 7) -> dict:
+    """deform_roi_pool with offsets against torchvision's roi_align(aligned=True): 300 RoIs of
+    Faster R-CNN-like sizes on a 512-channel stride-16 feature map of a 1040 px image."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, channels, size, size, generator=g)
+    image = size * 16.0
+    xy = torch.rand(rois, 2, generator=g) * image * 0.8
+    wh = 16 + torch.rand(rois, 2, generator=g) * image * 0.4
+    boxes = torch.cat([torch.zeros(rois, 1), xy, xy + wh], 1)
+    offset = torch.randn(rois, 2, output, output, generator=g) * 0.1
+    ours = lambda x, o: segdcn.ops.deform_roi_pool(x, boxes, o, output, 1 / 16, 2)  # noqa: E731
+    tv = lambda x: torchvision.ops.roi_align(x, boxes, output, 1 / 16, 2, aligned=True)  # noqa: E731
+    with torch.no_grad():
+        row = {"tv_fwd": timeit(lambda: tv(x), repeat), "segdcn_fwd": timeit(lambda: ours(x, offset), repeat)}
+    row["tv_fwdbwd"] = timeit(forward_backward(tv, (x,)), repeat)
+    row["segdcn_fwdbwd"] = timeit(forward_backward(ours, (x, offset)), repeat)
+    return row
+
+
+def print_roi_table(rows: list[dict]) -> None:
+    print(
+        "\ndeform_roi_pool (with offsets) vs torchvision roi_align(aligned=True): 300 RoIs, 1x512x65x65, 7x7, ratio 2"
+    )
+    print(
+        "| threads | roi_align fwd ms | segdcn fwd ms | fwd ratio "
+        "| roi_align fwdbwd ms | segdcn fwdbwd ms | fwdbwd ratio |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        t = r["times"]
+        print(
+            f"| {r['threads']} | {1000 * t['tv_fwd']:.1f} | {1000 * t['segdcn_fwd']:.1f} | "
+            f"{t['segdcn_fwd'] / t['tv_fwd']:.2f} | {1000 * t['tv_fwdbwd']:.1f} | {1000 * t['segdcn_fwdbwd']:.1f} | "
+            f"{t['segdcn_fwdbwd'] / t['tv_fwdbwd']:.2f} |"
+        )
+
+
 MEMORY_PROBE = """
 import resource, sys, torch, segdcn.ops
 n, c, s, d = (int(v) for v in sys.argv[1:])
@@ -243,6 +282,8 @@ def main(argv=None) -> int:
         action="store_true",
         help="also measure the temporaries' peak memory at N=1 and N=8 (512->512, 65x65)",
     )
+    parser.add_argument("--roi", action="store_true", help="also time deform_roi_pool against torchvision's roi_align")
+    parser.add_argument("--roi-only", action="store_true", help="time only deform_roi_pool against roi_align")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     try:
@@ -263,7 +304,7 @@ def main(argv=None) -> int:
     results = []
     # thread counts inside the shape loop: a shape's runs are measured back to back, so drift
     # in the machine's speed affects the scaling figure as little as possible
-    for shape in args.shapes:
+    for shape in [] if args.roi_only else args.shapes:
         for threads in thread_counts:
             torch.set_num_threads(threads)
             times = bench_shape(shape, args.repeat, threads, not args.no_torchvision)
@@ -280,9 +321,16 @@ def main(argv=None) -> int:
             )
             print(f"  measured {shape} at {threads} thread(s)", file=sys.stderr, flush=True)
     results.sort(key=lambda r: r["threads"])
-    print_table(results)
     report = {"build_info": info, "torch": torch.__version__, "results": results}
-    if len(thread_counts) > 1:
+    if results:
+        print_table(results)
+    if args.roi or args.roi_only:
+        report["roi"] = []
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            report["roi"].append({"threads": threads, "times": bench_roi(args.repeat)})
+        print_roi_table(report["roi"])
+    if len(thread_counts) > 1 and results:
         report["scaling"] = scaling(results)
         print_scaling(report["scaling"])
     if args.memory:

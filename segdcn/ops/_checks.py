@@ -133,3 +133,115 @@ def deform_conv2d_args(input, offset, weight, bias, stride, padding, dilation, m
     if bias is not None:
         expect_shape(bias, "bias", (c_out,), "[C_out]")
     return DeformConvArgs(stride, padding, dilation, groups, offset_groups, (out_h, out_w))
+
+
+@dataclass(frozen=True)
+class RoiPoolArgs:
+    """A checked RoI pooling call; the plain op is the position-sensitive one with 1 x 1 groups."""
+
+    output_size: tuple[int, int]
+    spatial_scale: float
+    sampling_ratio: int
+    gamma: float
+    out_channels: int
+    group_size: int  # 1 for plain pooling
+    part_size: tuple[int, int]
+    offset_classes: int
+
+
+def _number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _count(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_rois(rois: torch.Tensor, batch: int) -> None:
+    """rois hold (batch index, x1, y1, x2, y2) rows with an integer index into the batch, finite
+    coordinates and x1 <= x2, y1 <= y2. Reads the values, so it synchronises with the device."""
+    if rois.shape[0] == 0 or torch.compiler.is_compiling():
+        return
+    index, boxes = rois[:, 0], rois[:, 1:]
+    bad_index = (index < 0) | (index >= batch) | (index != index.floor())
+    bad_box = ~torch.isfinite(boxes).all(1) | (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    bad = (bad_index | bad_box).nonzero()
+    if bad.numel():
+        k = int(bad[0, 0])
+        row = [float(v) for v in rois[k].tolist()]
+        if bool(bad_index[k]):
+            raise ValueError(f"rois[{k}] = {row}: the batch index must be an integer in [0, {batch})")
+        raise ValueError(f"rois[{k}] = {row}: the box must be finite with x1 <= x2 and y1 <= y2")
+
+
+def _roi_tensors(input, rois, offset) -> None:
+    tensor(input, "input")
+    tensor(rois, "rois")
+    tensor(offset, "offset", optional=True)
+    same_dtype_and_device({"input": input, "rois": rois, "offset": offset}, "input")
+    if input.dim() != 4 or 0 in input.shape[1:]:
+        raise ValueError(f"input must be 4-D [N, C, H, W] with C, H, W > 0, got shape {shape(input)}")
+    if rois.dim() != 2 or rois.shape[1] != 5:
+        raise ValueError(f"rois must have shape [K, 5] (batch index, x1, y1, x2, y2), got {shape(rois)}")
+
+
+def deform_roi_pool_args(input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma) -> RoiPoolArgs:
+    """Checks a deform_roi_pool call (shapes, types, and the values of rois)."""
+    _roi_tensors(input, rois, offset)
+    output_size = pair(output_size, "output_size", 1)
+    spatial_scale = _number(spatial_scale, "spatial_scale")
+    if not spatial_scale > 0:
+        raise ValueError(f"spatial_scale must be > 0, got {spatial_scale}")
+    sampling_ratio = _count(sampling_ratio, "sampling_ratio", 0)
+    gamma = _number(gamma, "gamma")
+    if offset is not None:
+        expect_shape(offset, "offset", (rois.shape[0], 2, *output_size), "[K, 2, out_h, out_w], (x, y) per bin")
+    check_rois(rois, input.shape[0])
+    return RoiPoolArgs(output_size, spatial_scale, sampling_ratio, gamma, input.shape[1], 1, output_size, 1)
+
+
+def deform_ps_roi_pool_args(
+    input, rois, offset, output_size, spatial_scale, output_dim, group_size, part_size, sample_per_part, trans_std
+) -> RoiPoolArgs:
+    """Checks a deform_ps_roi_pool call; output_dim, group_size and part_size default from the shapes."""
+    _roi_tensors(input, rois, offset)
+    output_size = _count(output_size, "output_size", 1)
+    group_size = _count(output_size if group_size is None else group_size, "group_size", 1)
+    part_size = _count(output_size if part_size is None else part_size, "part_size", 1)
+    channels = input.shape[1]
+    if output_dim is None:
+        if channels % (group_size * group_size):
+            raise ValueError(f"input has {channels} channels, not a multiple of group_size^2 = {group_size**2}")
+        output_dim = channels // (group_size * group_size)
+    output_dim = _count(output_dim, "output_dim", 1)
+    if channels != output_dim * group_size * group_size:
+        raise ValueError(
+            f"input must have output_dim * group_size^2 = {output_dim * group_size**2} channels, got {shape(input)}"
+        )
+    spatial_scale = _number(spatial_scale, "spatial_scale")
+    if not spatial_scale > 0:
+        raise ValueError(f"spatial_scale must be > 0, got {spatial_scale}")
+    sample_per_part = _count(sample_per_part, "sample_per_part", 0)
+    trans_std = _number(trans_std, "trans_std")
+    classes = 1
+    if offset is not None:
+        if offset.dim() != 4 or offset.shape[1] == 0 or offset.shape[1] % 2 or output_dim % (offset.shape[1] // 2):
+            raise ValueError(
+                f"offset must have shape [{rois.shape[0]}, 2 * classes, {part_size}, {part_size}] with classes "
+                f"dividing output_dim={output_dim}, got {shape(offset)}"
+            )
+        classes = offset.shape[1] // 2
+        expect_shape(
+            offset, "offset", (rois.shape[0], 2 * classes, part_size, part_size), "[K, 2 * classes, part, part]"
+        )
+    check_rois(rois, input.shape[0])
+    return RoiPoolArgs(
+        (output_size, output_size), spatial_scale, sample_per_part, trans_std, output_dim, group_size,
+        (part_size, part_size), classes,
+    )  # fmt: skip

@@ -1,16 +1,19 @@
-"""Pure-PyTorch deformable convolution: runs on any device, differentiable by autograd.
+"""Pure-PyTorch deformable convolution and RoI pooling: runs on any device, differentiable by autograd.
 
 It is the oracle the native kernels are tested against and the fallback when the
 extension is not built. It follows the same rule as kernels/bilinear.h: a sample is zero
-unless -1 < h < H and -1 < w < W, and corners outside the image read as zero.
+unless -1 < h < H and -1 < w < W, and corners outside the image read as zero. The RoI pooling
+ops follow RoIAlign's rule instead (see roi_bilinear).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from ._checks import DeformConvArgs, deform_conv2d_args
+from ._checks import DeformConvArgs, RoiPoolArgs, deform_conv2d_args, deform_ps_roi_pool_args, deform_roi_pool_args
 
 
 def deform_conv2d(
@@ -90,3 +93,110 @@ def deform_conv2d_checked(
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
+
+
+# RoI pooling. Sampling follows RoIAlign's rule (kernels/bilinear.h, roi_sample_point), not the
+# one above: a sample is zero when y < -1, y > H, x < -1 or x > W; otherwise coordinates clamp
+# to [0, H - 1] x [0, W - 1], so clamped samples do not move with their coordinate.
+
+
+def roi_bilinear(plane: Tensor, y: Tensor, x: Tensor) -> Tensor:
+    """RoIAlign samples of plane [C, H, W] at positions y, x (same shape S) -> [C, *S]."""
+    channels, height, width = plane.shape
+    inside = ~((y < -1) | (y > height) | (x < -1) | (x > width))
+    y, x = y.clamp(min=0), x.clamp(min=0)
+    y0, x0 = y.detach().floor(), x.detach().floor()
+    top, right = y0 >= height - 1, x0 >= width - 1
+    y0, x0 = torch.where(top, height - 1, y0), torch.where(right, width - 1, x0)
+    y, x = torch.where(top, y0, y), torch.where(right, x0, x)
+    y1, x1 = torch.where(top, y0, y0 + 1), torch.where(right, x0, x0 + 1)
+    ly, lx = y - y0, x - x0
+    flat = plane.reshape(channels, height * width)
+
+    def corner(yy, xx):
+        index = (yy.clamp(0, height - 1) * width + xx.clamp(0, width - 1)).long()
+        return flat[:, index.reshape(-1)].reshape(channels, *y.shape)
+
+    value = (
+        (1 - ly) * (1 - lx) * corner(y0, x0)
+        + (1 - ly) * lx * corner(y0, x1)
+        + ly * (1 - lx) * corner(y1, x0)
+        + ly * lx * corner(y1, x1)
+    )
+    return value * inside
+
+
+def deform_roi_pool(input, rois, offset=None, output_size=7, spatial_scale=1.0, sampling_ratio=0, gamma=0.1):
+    """segdcn.ops.deform_roi_pool in plain PyTorch."""
+    args = deform_roi_pool_args(input, rois, offset, output_size, spatial_scale, sampling_ratio, gamma)
+    return roi_pool_checked(input, rois, offset, args)
+
+
+def deform_ps_roi_pool(
+    input, rois, offset=None, output_size=7, spatial_scale=1.0, output_dim=None, group_size=None, part_size=None,
+    sample_per_part=0, trans_std=0.1,
+):  # fmt: skip
+    """segdcn.ops.deform_ps_roi_pool in plain PyTorch."""
+    args = deform_ps_roi_pool_args(
+        input, rois, offset, output_size, spatial_scale, output_dim, group_size, part_size, sample_per_part, trans_std
+    )
+    return roi_pool_checked(input, rois, offset, args)
+
+
+def roi_pool_checked(input: Tensor, rois: Tensor, offset: Tensor | None, args: RoiPoolArgs) -> Tensor:
+    """Both RoI pooling ops, one RoI at a time: see kernels/deform_roi_pool.h for the geometry."""
+    pooled_h, pooled_w = args.output_size
+    part_h, part_w = args.part_size
+    group = args.group_size
+    classes = args.offset_classes
+    per_class = args.out_channels // classes
+    device, dtype = input.device, input.dtype
+    ph = torch.arange(pooled_h, device=device)
+    pw = torch.arange(pooled_w, device=device)
+    # input channel of output (c, ph, pw): (c * group + gh) * group + gw
+    c = torch.arange(args.out_channels, device=device)
+    c_in = (c[:, None, None] * group + (ph * group // pooled_h)[None, :, None]) * group + (pw * group // pooled_w)[
+        None, None, :
+    ]
+    outputs = []
+    for k in range(rois.shape[0]):
+        roi = rois[k]
+        scale = torch.tensor(args.spatial_scale, dtype=dtype, device=device)
+        start_x, start_y = roi[1] * scale - 0.5, roi[2] * scale - 0.5
+        roi_w, roi_h = roi[3] * scale - 0.5 - start_x, roi[4] * scale - 0.5 - start_y
+        bin_h, bin_w = roi_h / pooled_h, roi_w / pooled_w
+        grid_h = args.sampling_ratio or max(math.ceil(float(bin_h)), 0)
+        grid_w = args.sampling_ratio or max(math.ceil(float(bin_w)), 0)
+        if grid_h == 0 or grid_w == 0:
+            outputs.append(input.new_zeros(args.out_channels, pooled_h, pooled_w))
+            continue
+        step_y, step_x = bin_h / grid_h, bin_w / grid_w
+        iy = torch.arange(grid_h, device=device, dtype=dtype) + 0.5
+        ix = torch.arange(grid_w, device=device, dtype=dtype) + 0.5
+        plane = input[int(roi[0])]
+        out = input.new_zeros(args.out_channels, pooled_h, pooled_w)
+        for cls in range(classes):
+            y0 = start_y + ph.to(dtype) * bin_h  # [ph]
+            x0 = start_x + pw.to(dtype) * bin_w  # [pw]
+            y0, x0 = y0[:, None].expand(pooled_h, pooled_w), x0[None, :].expand(pooled_h, pooled_w)
+            if offset is not None:
+                cell = offset[k, 2 * cls : 2 * cls + 2][
+                    :, (ph * part_h // pooled_h)[:, None], (pw * part_w // pooled_w)
+                ]
+                x0 = x0 + args.gamma * roi_w * cell[0]
+                y0 = y0 + args.gamma * roi_h * cell[1]
+            y = y0[:, :, None, None] + iy[:, None] * step_y  # [ph, pw, grid_h, 1]
+            x = x0[:, :, None, None] + ix[None, :] * step_x  # [ph, pw, 1, grid_w]
+            y, x = torch.broadcast_tensors(y, x)
+            pooled = roi_bilinear(plane, y, x).sum((-2, -1)) / (grid_h * grid_w)  # [C_in, ph, pw]
+            channels = slice(cls * per_class, (cls + 1) * per_class)
+            picked = (
+                pooled.reshape(pooled.shape[0], -1)
+                .gather(0, c_in[channels].reshape(per_class, -1))
+                .view(per_class, pooled_h, pooled_w)
+            )
+            out = torch.cat([out[: channels.start], picked, out[channels.stop :]])
+        outputs.append(out)
+    if not outputs:
+        return input.new_zeros(0, args.out_channels, pooled_h, pooled_w)
+    return torch.stack(outputs)
