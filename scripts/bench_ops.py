@@ -211,9 +211,10 @@ def bench_roi(repeat: int, rois: int = 300, channels: int = 512, size: int = 65,
     return row
 
 
-def print_roi_table(rows: list[dict]) -> None:
+def print_roi_table(rows: list[dict], rois: int, channels: int, size: int) -> None:
     print(
-        "\ndeform_roi_pool (with offsets) vs torchvision roi_align(aligned=True): 300 RoIs, 1x512x65x65, 7x7, ratio 2"
+        f"\ndeform_roi_pool (with offsets) vs torchvision roi_align(aligned=True): {rois} RoIs, "
+        f"1x{channels}x{size}x{size}, 7x7, sampling ratio 2 (ratio = segdcn / roi_align)"
     )
     print(
         "| threads | roi_align fwd ms | segdcn fwd ms | fwd ratio "
@@ -284,12 +285,22 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--roi", action="store_true", help="also time deform_roi_pool against torchvision's roi_align")
     parser.add_argument("--roi-only", action="store_true", help="time only deform_roi_pool against roi_align")
+    parser.add_argument(
+        "--roi-config",
+        default="300,512,65",
+        help="RoIs, channels and feature size of the RoI table (default: %(default)s)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     try:
         thread_counts = [int(t) for t in args.threads.split(",")]
     except ValueError:
         parser.error(f"--threads takes comma-separated integers, got {args.threads!r}")
+    try:
+        roi_config = [int(v) for v in args.roi_config.split(",")]
+        assert len(roi_config) == 3 and min(roi_config) >= 1
+    except (ValueError, AssertionError):
+        parser.error(f"--roi-config takes three positive integers ROIS,CHANNELS,SIZE, got {args.roi_config!r}")
     if any(t < 1 for t in thread_counts) or args.repeat < 1:
         parser.error("--threads and --repeat must be >= 1")
 
@@ -328,8 +339,8 @@ def main(argv=None) -> int:
         report["roi"] = []
         for threads in thread_counts:
             torch.set_num_threads(threads)
-            report["roi"].append({"threads": threads, "times": bench_roi(args.repeat)})
-        print_roi_table(report["roi"])
+            report["roi"].append({"threads": threads, "times": bench_roi(args.repeat, *roi_config)})
+        print_roi_table(report["roi"], *roi_config)
     if len(thread_counts) > 1 and results:
         report["scaling"] = scaling(results)
         print_scaling(report["scaling"])

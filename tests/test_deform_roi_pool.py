@@ -4,6 +4,10 @@ run on the host (tests/cuda_emulation_roi.cpp)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -229,6 +233,7 @@ def test_bad_arguments_name_themselves():
         (lambda: pool(input[0], rois, None, 2), ValueError, "input must be 4-D"),
         (lambda: pool(input, rois.float(), None, 2), TypeError, "rois has dtype"),
         (lambda: pool(input.long(), rois, None, 2), TypeError, "input must be a floating-point"),
+        (lambda: pool(input.half(), rois.half(), None, 2), TypeError, "float32 or float64"),
         (lambda: pool(input, rois, torch.zeros(1, 2, 3, 2, dtype=torch.float64), 2), ValueError, "offset must have"),
         (lambda: pool(input, rois, None, 0), ValueError, "output_size"),
         (lambda: pool(input, rois, None, 2, 0.0), ValueError, "spatial_scale"),
@@ -333,3 +338,49 @@ def test_emulated_cuda_kernels_match_cpu(emulation, name, dtype):
         actual += getattr(emulation, op + "_backward")(grad, input, rois, off, *params, [True, True])
         for what, a, e in zip(["output", "input grad", "offset grad"], actual, expected, strict=True):
             close(a, e, TOL[dtype] * 10, f"{name} {what}")
+
+
+# --- without the extension, and the benchmark ------------------------------------------------------
+
+WITHOUT_EXTENSION = """
+import sys, warnings, importlib.abc
+
+class NoExtension(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "segdcn._C":
+            raise ImportError("segdcn._C hidden by the test")
+
+sys.meta_path.insert(0, NoExtension())
+import torch, torchvision.ops
+import segdcn.ops
+
+x = torch.randn(1, 8, 6, 6, dtype=torch.float64)
+rois = torch.tensor([[0, 0.5, 1, 4, 5]], dtype=torch.float64)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    out = segdcn.ops.deform_roi_pool(x, rois, None, 2)
+    ps = segdcn.ops.deform_ps_roi_pool(x, rois, None, 2)
+assert any("reference" in str(c.message) for c in caught)
+assert (out - torchvision.ops.roi_align(x, rois, 2, aligned=True)).abs().max() < 1e-12
+assert (ps - torchvision.ops.ps_roi_align(x, rois, 2)).abs().max() < 1e-12
+print("ok")
+"""
+
+
+def test_falls_back_to_reference():
+    result = subprocess.run([sys.executable, "-c", WITHOUT_EXTENSION], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_bench_ops_roi_table(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_ops.py", "--roi-only", "--roi-config", "5,4,9", "--repeat", "1",
+         "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "roi_align" in result.stdout and "fwdbwd ratio" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["results"] == [] and all(t > 0 for t in data["roi"][0]["times"].values())

@@ -185,6 +185,8 @@ def _roi_tensors(input, rois, offset) -> None:
     tensor(rois, "rois")
     tensor(offset, "offset", optional=True)
     same_dtype_and_device({"input": input, "rois": rois, "offset": offset}, "input")
+    if input.dtype not in (torch.float32, torch.float64):  # the RoI kernels have no half-precision path
+        raise TypeError(f"input must be float32 or float64 for RoI pooling, got {input.dtype}")
     if input.dim() != 4 or 0 in input.shape[1:]:
         raise ValueError(f"input must be 4-D [N, C, H, W] with C, H, W > 0, got shape {shape(input)}")
     if rois.dim() != 2 or rois.shape[1] != 5:
