@@ -384,3 +384,32 @@ def test_bench_ops_roi_table(tmp_path):
     assert "roi_align" in result.stdout and "fwdbwd ratio" in result.stdout
     data = json.loads(out.read_text())
     assert data["results"] == [] and all(t > 0 for t in data["roi"][0]["times"].values())
+
+
+# --- on a GPU, when there is one -------------------------------------------------------------------
+
+CUDA_BUILT = segdcn.ops.build_info()["cuda"]
+
+
+def test_cuda_kernels_registered():
+    if not CUDA_BUILT:
+        pytest.skip("segdcn._C was built without CUDA kernels")
+    for op in ("deform_roi_pool", "deform_roi_pool_backward", "deform_ps_roi_pool", "deform_ps_roi_pool_backward"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"segdcn::{op}", "CUDA"), op
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (CUDA_BUILT and torch.cuda.is_available()), reason="needs a CUDA build and a GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name", list(CASES))
+def test_cuda_matches_cpu(name, dtype):
+    make, op = CASES[name]
+    input, rois, offset, kwargs = make(dtype, rois_count=10)
+    results = []
+    for device in ("cpu", "cuda"):
+        leaves = [t.to(device).requires_grad_() for t in (input, offset)]
+        out = getattr(segdcn.ops, op)(leaves[0], rois.to(device), leaves[1], **kwargs)
+        grads = torch.autograd.grad(out, leaves, features(out.shape, dtype, seed=4).to(device))
+        results.append([t.cpu() for t in (out, *grads)])
+    for what, a, e in zip(["output", "input grad", "offset grad"], results[1], results[0], strict=True):
+        close(a, e, 1e-4 if dtype == torch.float32 else 1e-10, what)
