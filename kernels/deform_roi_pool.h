@@ -58,6 +58,12 @@ struct RoiBin {
   T scale_y, scale_x;                             // d start / d offset: gamma * RoI size
 };
 
+// The input channel that output channel c reads at bin (ph, pw): its score map (gh, gw).
+SEGDCN_HOST_DEVICE int64_t roi_in_channel(const RoiPoolGeometry& g, int64_t c, int64_t ph, int64_t pw) {
+  const int64_t gh = ph * g.group_h / g.pooled_h, gw = pw * g.group_w / g.pooled_w;
+  return (c * g.group_h + gh) * g.group_w + gw;
+}
+
 template <typename T>
 SEGDCN_HOST_DEVICE RoiBin<T> roi_bin(const RoiPoolGeometry& g, const T* rois, const T* offset, int64_t k, int64_t c,
                                      int64_t ph, int64_t pw) {
@@ -79,8 +85,7 @@ SEGDCN_HOST_DEVICE RoiBin<T> roi_bin(const RoiPoolGeometry& g, const T* rois, co
   b.step_x = b.grid_w > 0 ? bin_w / static_cast<T>(b.grid_w) : T(0);
   b.start_y = roi_start_y + static_cast<T>(ph) * bin_h;
   b.start_x = roi_start_x + static_cast<T>(pw) * bin_w;
-  const int64_t gh = ph * g.group_h / g.pooled_h, gw = pw * g.group_w / g.pooled_w;
-  b.in_channel = (c * g.group_h + gh) * g.group_w + gw;
+  b.in_channel = roi_in_channel(g, c, ph, pw);
   b.scale_y = static_cast<T>(g.gamma) * roi_h;
   b.scale_x = static_cast<T>(g.gamma) * roi_w;
   b.offset_index = -1;
