@@ -1,0 +1,40 @@
+"""The data scripts run as their --help says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.fixtures import SCRIPTS, script_main
+
+DATA_SCRIPTS = ["prepare_voc", "prepare_cityscapes", "make_synthetic", "check_dataset", "bench_data"]
+
+
+@pytest.mark.parametrize("name", DATA_SCRIPTS)
+def test_help(name):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / f"{name}.py"), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout and f"python scripts/{name}.py" in result.stdout
+
+
+def test_make_synthetic_cli(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--seed", "1", "--num-train", "6", "--num-val", "2", "--image-size", "48"]
+    assert script_main("make_synthetic")(args + ["--max-extent", "40", "--workers", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 6 train + 2 val images of 48 px" in out and "ellipse" in out
+    assert len(list((tmp_path / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))) == 8
+    with pytest.raises(SystemExit):  # a bad value is refused by name
+        script_main("make_synthetic")(["--out", str(tmp_path), "--min-extent", "1"])
+    assert "min_extent" in capsys.readouterr().err
+
+
+def test_bench_data_prints_images_per_second(capsys):
+    args = ["--num-images", "16", "--image-size", "48", "--batch-size", "4", "--batches", "3", "--warmup", "1"]
+    assert script_main("bench_data")(args + ["--workers", "0,1"]) == 0
+    out = capsys.readouterr().out
+    rates = [float(line.split(":")[-1].split()[0]) for line in out.splitlines() if "images/s" in line]
+    assert len(rates) == 4 and all(rate > 0 for rate in rates)

@@ -1,0 +1,99 @@
+"""The synthetic shapes set: deterministic per seed, the promised scale range, read by the VOC reader."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.ndimage
+from omegaconf import OmegaConf
+from PIL import Image
+
+from segdcn.data.builder import build_dataset
+from segdcn.data.labels import SYNTHETIC_CLASSES
+from segdcn.data.synthetic import METADATA, SyntheticConfig, generate, render
+
+SMALL = SyntheticConfig(image_size=96, num_train=12, num_val=4, max_extent=86, seed=3)
+
+
+def files(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, SMALL, workers=2, progress=False)
+    return root
+
+
+def test_deterministic_for_a_seed(small_set, tmp_path):
+    generate(tmp_path / "again", SMALL, workers=1, progress=False)  # another process layout, same bytes
+    assert files(tmp_path / "again") == files(small_set)
+    other = SyntheticConfig(**{**SMALL.__dict__, "seed": 4, "num_train": 2, "num_val": 0})
+    image_a, label_a, _ = render(SMALL, "train", 0)
+    image_b, label_b, _ = render(other, "train", 0)
+    assert not np.array_equal(image_a, image_b) and not np.array_equal(label_a, label_b)
+    # an item depends on (seed, split, index) only
+    np.testing.assert_array_equal(render(SMALL, "val", 1)[1], render(SMALL, "val", 1)[1])
+    assert not np.array_equal(render(SMALL, "val", 1)[0], render(SMALL, "train", 1)[0])
+
+
+def test_regenerating_is_skipped_when_up_to_date(small_set):
+    before = {p: p.stat().st_mtime_ns for p in small_set.rglob("*.png")}
+    assert generate(small_set, SMALL, workers=1, progress=False).get("up_to_date")
+    assert {p: p.stat().st_mtime_ns for p in small_set.rglob("*.png")} == before
+
+
+def test_objects_cover_a_tenfold_scale_range(tmp_path):
+    """One unoccluded object per image, so each label component is a whole object: the object sizes
+    measured on the written labels span more than 10x, from a few pixels to most of the image."""
+    config = SyntheticConfig(
+        image_size=96, num_train=60, num_val=0, min_objects=1, max_objects=1, max_occluders=0, max_extent=86, seed=0
+    )
+    metadata = generate(tmp_path, config, workers=2, progress=False)
+    sizes = []
+    for index in range(config.num_train):
+        label = np.asarray(Image.open(tmp_path / "VOCdevkit/VOC2012/SegmentationClass" / f"train_{index:05d}.png"))
+        objects = label != 0
+        components, count = scipy.ndimage.label(objects)
+        if count:
+            sizes.append(math.sqrt(np.bincount(components.ravel())[1:].max()))
+    sizes = np.array(sizes)
+    assert sizes.max() / sizes.min() >= 10
+    assert sizes.min() <= 8 and sizes.max() >= 0.5 * config.image_size
+    recorded = metadata["object_size"]["train"]
+    assert recorded["all"]["max_over_min"] >= 10
+    assert sum(sum(entry["histogram"]) for entry in recorded["per_class"].values()) == recorded["all"]["count"]
+    assert json.loads((tmp_path / METADATA).read_text())["config"]["seed"] == 0
+
+
+def test_every_class_is_drawn_and_labels_are_valid(small_set):
+    seen = set()
+    for path in (small_set / "VOCdevkit/VOC2012/SegmentationClass").glob("*.png"):
+        image = Image.open(path)
+        assert image.mode == "P"
+        seen |= set(np.unique(np.asarray(image)).tolist())
+    assert seen <= set(range(len(SYNTHETIC_CLASSES))) | {255}
+    assert set(range(len(SYNTHETIC_CLASSES))) <= seen
+
+
+def test_voc_reader_loads_it_unchanged(small_set):
+    cfg = OmegaConf.load("conf/dataset/synthetic.yaml")
+    cfg.root = str(small_set)
+    train = build_dataset(cfg, "train")
+    val = build_dataset(cfg, "val", transforms=None)
+    assert (len(train), len(val)) == (SMALL.num_train, SMALL.num_val)
+    image, label = train[0]
+    assert image.shape == (3, *cfg.train.crop_size) and label.dtype.is_floating_point is False
+    raw_image, raw_label = val[0]
+    assert raw_image.shape == (3, SMALL.image_size, SMALL.image_size)
+    _, expected_label, _ = render(SMALL, "val", 0)
+    np.testing.assert_array_equal(raw_label.numpy(), expected_label)
+
+
+def test_bad_config_values_are_named():
+    with pytest.raises(ValueError, match="min_extent"):
+        SyntheticConfig(min_extent=50, max_extent=20)
