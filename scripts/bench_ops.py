@@ -230,23 +230,26 @@ def print_roi_table(rows: list[dict], rois: int, channels: int, size: int) -> No
         )
 
 
+# Peak RSS from VmHWM, reset just before the op: getrusage's ru_maxrss survives exec and so
+# would carry the parent's peak into this fresh process.
 MEMORY_PROBE = """
 import resource, sys, torch, segdcn.ops
 n, c, s, d = (int(v) for v in sys.argv[1:])
 torch.manual_seed(0)
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
 x = torch.randn(n, c, s, s, requires_grad=True)
 offset = (torch.randn(n, 18, s, s) * d).requires_grad_()
 weight = (torch.randn(c, c, 3, 3) / (3 * c**0.5)).requires_grad_()
 grad = torch.randn(n, c, s, s)
 outputs = grad.nbytes + x.nbytes + offset.nbytes + weight.nbytes  # y and the three gradients
-before = rss()
+before = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets VmHWM to the current RSS
 y = segdcn.ops.deform_conv2d(x, offset, weight, padding=d, dilation=d)
 y.backward(grad)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(max(0, peak - before - outputs))
+print(max(0, status("VmHWM") - before - outputs))
 """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,19 @@ def test_bench_ops_prints_ratios_and_writes_json(tmp_path):
     for r in data["results"]:
         assert all(t > 0 for t in r["times"].values())
         assert set(r["ratios"]) >= {"fwd / conv", "fwd / ort", "fwdbwd / conv", "tv fwdbwd / ours"}
+
+
+def test_bench_ops_measures_the_temporaries():
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_ops.py", "--shapes", "1x8x9x2", "--repeat", "1", "--no-torchvision",
+         "--memory"],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("temporaries of forward+backward"))
+    n1, n8 = (float(v) for v in re.findall(r"N=[18] (\d+) MiB", line))
+    # the temporaries of one 512x65x65 image: at least the padded channels-last input, at most a few tiles more
+    assert 8 <= n1 <= 400 and n8 <= 1.25 * n1 + 16, line
 
 
 def test_bench_ops_rejects_a_bad_shape():
