@@ -1,0 +1,27 @@
+"""Errors of the data pipeline. Each names the file or key at fault and what was expected."""
+
+from __future__ import annotations
+
+
+class DatasetError(Exception):
+    """Base class of the data errors."""
+
+
+class DatasetLayoutError(DatasetError, FileNotFoundError):
+    """A dataset root, folder or split list is missing: the message shows the expected layout and
+    the command that prepares it."""
+
+
+class UnreadableFileError(DatasetError, OSError):
+    """An image or label file exists but cannot be decoded."""
+
+
+class LabelValueError(DatasetError, ValueError):
+    """A label image holds values that are neither a class index nor the ignore value."""
+
+
+class DatasetConfigError(DatasetError, KeyError):
+    """A dataset config lacks a key or holds a value of the wrong kind."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
