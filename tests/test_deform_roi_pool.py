@@ -5,10 +5,6 @@ run on the host (tests/cuda_emulation_roi.cpp)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +13,8 @@ from torch.utils.cpp_extension import load
 
 import segdcn.ops
 from segdcn.ops import reference
+from tests.helpers import ROOT, run_python
 
-ROOT = Path(__file__).resolve().parents[1]
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
@@ -368,17 +364,16 @@ print("ok")
 
 
 def test_falls_back_to_reference():
-    result = subprocess.run([sys.executable, "-c", WITHOUT_EXTENSION], capture_output=True, text=True, cwd=ROOT)
+    result = run_python("-c", WITHOUT_EXTENSION)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
 
 def test_bench_ops_roi_table(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "scripts/bench_ops.py", "--roi-only", "--roi-config", "5,4,9", "--repeat", "1",
-         "--threads", "1", "--json", str(out)],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    result = run_python(
+        "scripts/bench_ops.py", "--roi-only", "--roi-config", "5,4,9", "--repeat", "1",
+         "--threads", "1", "--json", str(out)
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "roi_align" in result.stdout and "fwdbwd ratio" in result.stdout

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import run_python
 
 WITHOUT_EXTENSION = """
 import sys, warnings, importlib.abc
@@ -41,17 +37,16 @@ print("ok")
 
 
 def test_falls_back_to_reference_with_one_warning():
-    result = subprocess.run([sys.executable, "-c", WITHOUT_EXTENSION], capture_output=True, text=True, cwd=ROOT)
+    result = run_python("-c", WITHOUT_EXTENSION)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
 
 def test_bench_ops_prints_ratios_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "scripts/bench_ops.py", "--shapes", "1x8x9x2", "2x8x9x1", "--repeat", "1",
-         "--threads", "1,2", "--json", str(out)],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    result = run_python(
+        "scripts/bench_ops.py", "--shapes", "1x8x9x2", "2x8x9x1", "--repeat", "1",
+         "--threads", "1,2", "--json", str(out)
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "fwd / conv" in result.stdout and "tv fwdbwd / ours" in result.stdout
@@ -66,10 +61,9 @@ def test_bench_ops_prints_ratios_and_writes_json(tmp_path):
 
 
 def test_bench_ops_measures_the_temporaries():
-    result = subprocess.run(
-        [sys.executable, "scripts/bench_ops.py", "--shapes", "1x8x9x2", "--repeat", "1", "--no-torchvision",
-         "--memory"],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    result = run_python(
+        "scripts/bench_ops.py", "--shapes", "1x8x9x2", "--repeat", "1", "--no-torchvision",
+         "--memory"
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("temporaries of forward+backward"))
@@ -79,9 +73,6 @@ def test_bench_ops_measures_the_temporaries():
 
 
 def test_bench_ops_rejects_a_bad_shape():
-    result = subprocess.run(
-        [sys.executable, "scripts/bench_ops.py", "--shapes", "1x8x9"], capture_output=True, text=True, cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )  # fmt: skip
+    result = run_python("scripts/bench_ops.py", "--shapes", "1x8x9")
     assert result.returncode == 2
     assert "NxCxSIZExDILATION" in result.stderr

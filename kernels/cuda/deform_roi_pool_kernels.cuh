@@ -15,13 +15,13 @@ namespace segdcn {
 namespace cuda_kernels {
 namespace {
 
-constexpr int kRoiThreads = 256;
+constexpr int kThreads = 256;
 
 __device__ __forceinline__ int64_t roi_first_index() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ int64_t roi_index_stride() { return int64_t(blockDim.x) * gridDim.x; }
 
 template <typename T>
-__global__ void __launch_bounds__(kRoiThreads)
+__global__ void __launch_bounds__(kThreads)
     roi_pool_forward_kernel(const T* input, const T* rois, const T* offset, const RoiPoolGeometry g, int64_t total,
                             T* output) {
   const int64_t plane = g.height * g.width, bins = g.pooled_h * g.pooled_w;
@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kRoiThreads)
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kRoiThreads)
+__global__ void __launch_bounds__(kThreads)
     roi_pool_backward_kernel(const T* grad_output, const T* input, const T* rois, const T* offset,
                              const RoiPoolGeometry g, int64_t total, T* grad_input, T* grad_offset) {
   const int64_t plane = g.height * g.width, bins = g.pooled_h * g.pooled_w;
