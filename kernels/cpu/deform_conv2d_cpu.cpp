@@ -180,11 +180,17 @@ void modulated_weights(const Tap<T>& tap, T coeff[4]) {
   for (int j = 0; j < 4; ++j) coeff[j] *= tap.m;
 }
 
-// [m, H + 2, W + 2, C] with a zero border.
-at::Tensor padded_channels_last(const at::Tensor& input) {
-  at::Tensor out = at::zeros({input.size(0), input.size(2) + 2, input.size(3) + 2, input.size(1)}, input.options());
-  out.narrow(1, 1, input.size(2)).narrow(2, 1, input.size(3)).copy_(input.permute({0, 2, 3, 1}));
-  return out;
+// A channels-last buffer [images, H + 2, W + 2, C] with a zero border, allocated once per call
+// and refilled per chunk, so large temporaries are not reallocated image after image.
+at::Tensor padded_buffer(const DeformConvGeometry& g, int64_t images, const at::TensorOptions& options) {
+  return at::zeros({images, g.height + 2, g.width + 2, g.in_channels}, options);
+}
+
+// The first m images of `buffer` hold `input` (m images, NCHW) inside their zero border.
+at::Tensor fill_padded(at::Tensor& buffer, const at::Tensor& input) {
+  at::Tensor padded = buffer.narrow(0, 0, input.size(0));
+  padded.narrow(1, 1, input.size(2)).narrow(2, 1, input.size(3)).copy_(input.permute({0, 2, 3, 1}));
+  return padded;
 }
 
 // Rows of columns per tile: ~8 MB, so a tile is written and read back by the GEMM while
@@ -354,9 +360,10 @@ struct TiledDeformConv {
   void forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask, at::Tensor& output) const {
     const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups;
     at::Tensor cols = at::empty({tile_rows, g.in_channels * g.taps()}, input.options());
+    at::Tensor padded_input = padded_buffer(g, std::min(chunk_images, g.batch), input.options());
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
       const int64_t m = std::min(chunk_images, g.batch - n0);
-      const at::Tensor padded = padded_channels_last(input.narrow(0, n0, m));
+      const at::Tensor padded = fill_padded(padded_input, input.narrow(0, n0, m));
       const Chunk<T> c = chunk(padded, offset.narrow(0, n0, m), g.use_mask ? mask.narrow(0, n0, m) : mask);
       at::Tensor out = output.narrow(0, n0, m).view({m, g.groups, per_out, P});
       for (int64_t r0 = 0; r0 < m * P; r0 += tile_rows) {
@@ -382,11 +389,15 @@ struct TiledDeformConv {
     at::Tensor gcols = at::empty({tile_rows, row}, input.options());
     at::Tensor cols = need_weight ? at::empty({tile_rows, row}, input.options()) : at::Tensor();
     at::Tensor gout_rows = at::empty({tile_rows, g.out_channels}, input.options());
+    const int64_t images = std::min(chunk_images, g.batch);
+    at::Tensor padded_input = padded_buffer(g, images, input.options());
+    at::Tensor padded_grad = need_input ? padded_buffer(g, images, input.options()) : at::Tensor();
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
       const int64_t m = std::min(chunk_images, g.batch - n0);
-      const at::Tensor padded = padded_channels_last(input.narrow(0, n0, m));
+      const at::Tensor padded = fill_padded(padded_input, input.narrow(0, n0, m));
       const Chunk<T> c = chunk(padded, offset.narrow(0, n0, m), g.use_mask ? mask.narrow(0, n0, m) : mask);
-      at::Tensor grad_padded = need_input ? at::zeros_like(padded) : at::Tensor();
+      at::Tensor grad_padded = need_input ? padded_grad.narrow(0, 0, m) : at::Tensor();
+      if (need_input && n0 > 0) grad_padded.zero_();
       const at::Tensor gout = grad_output.narrow(0, n0, m).view({m, g.out_channels, P});
       T* goff = need_offset ? grad_offset.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr;
       T* gmask = need_offset && g.use_mask ? grad_mask.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr;
