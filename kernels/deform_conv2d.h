@@ -11,6 +11,17 @@
 #include <array>
 #include <cstdint>
 
+// The schemas of the deformable convolution ops, for TORCH_LIBRARY(segdcn, m) and for the
+// tests' host build of the CUDA kernels (tests/cuda_emulation.cpp).
+#define SEGDCN_DEFINE_DEFORM_CONV2D_OPS(m)                                                                   \
+  m.def(                                                                                                     \
+      "deform_conv2d(Tensor input, Tensor weight, Tensor offset, Tensor? mask, Tensor? bias, int[2] stride, " \
+      "int[2] padding, int[2] dilation, int groups, int offset_groups) -> Tensor");                          \
+  m.def(                                                                                                     \
+      "deform_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor offset, Tensor? mask, " \
+      "int[2] stride, int[2] padding, int[2] dilation, int groups, int offset_groups, bool[3] output_mask) " \
+      "-> (Tensor, Tensor, Tensor, Tensor)")
+
 namespace segdcn {
 
 struct DeformConvGeometry {

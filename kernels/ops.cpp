@@ -41,13 +41,7 @@ at::Tensor deform_conv2d_autocast(const at::Tensor& input, const at::Tensor& wei
 }  // namespace
 
 TORCH_LIBRARY(segdcn, m) {
-  m.def(
-      "deform_conv2d(Tensor input, Tensor weight, Tensor offset, Tensor? mask, Tensor? bias, int[2] stride, "
-      "int[2] padding, int[2] dilation, int groups, int offset_groups) -> Tensor");
-  m.def(
-      "deform_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor offset, Tensor? mask, "
-      "int[2] stride, int[2] padding, int[2] dilation, int groups, int offset_groups, bool[3] output_mask) "
-      "-> (Tensor, Tensor, Tensor, Tensor)");
+  SEGDCN_DEFINE_DEFORM_CONV2D_OPS(m);
   SEGDCN_DEFINE_ROI_POOL_OPS(m);
 }
 

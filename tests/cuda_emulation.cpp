@@ -30,13 +30,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
 }  // namespace segdcn
 
 TORCH_LIBRARY(segdcn_cuda_emulation, m) {
-  m.def(
-      "deform_conv2d(Tensor input, Tensor weight, Tensor offset, Tensor? mask, Tensor? bias, int[2] stride, "
-      "int[2] padding, int[2] dilation, int groups, int offset_groups) -> Tensor");
-  m.def(
-      "deform_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor offset, Tensor? mask, "
-      "int[2] stride, int[2] padding, int[2] dilation, int groups, int offset_groups, bool[3] output_mask) "
-      "-> (Tensor, Tensor, Tensor, Tensor)");
+  SEGDCN_DEFINE_DEFORM_CONV2D_OPS(m);
 }
 
 TORCH_LIBRARY_IMPL(segdcn_cuda_emulation, CPU, m) {

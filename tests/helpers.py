@@ -13,6 +13,24 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Python source that makes `import segdcn._C` fail, as on a machine where the extension was never built.
+HIDE_EXTENSION = """
+import sys, importlib.abc
+
+class NoExtension(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "segdcn._C":
+            raise ImportError("segdcn._C hidden by the test")
+
+sys.meta_path.insert(0, NoExtension())
+"""
+
+
+def run_without_extension(code: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh process in which segdcn._C cannot be imported."""
+    return run_python("-c", HIDE_EXTENSION + code)
+
+
 def run_python(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python *args` in a fresh process from the repository root, e.g. ("scripts/bench_ops.py", "--help")."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -5,17 +5,10 @@ from __future__ import annotations
 import json
 import re
 
-from tests.helpers import run_python
+from tests.helpers import run_python, run_without_extension
 
 WITHOUT_EXTENSION = """
-import sys, warnings, importlib.abc
-
-class NoExtension(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "segdcn._C":
-            raise ImportError("segdcn._C hidden by the test")
-
-sys.meta_path.insert(0, NoExtension())
+import warnings
 import torch, torchvision.ops
 import segdcn.ops
 
@@ -37,7 +30,7 @@ print("ok")
 
 
 def test_falls_back_to_reference_with_one_warning():
-    result = run_python("-c", WITHOUT_EXTENSION)
+    result = run_without_extension(WITHOUT_EXTENSION)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
