@@ -1,0 +1,184 @@
+"""Structured-config schemas of the Hydra apps (train, eval, export), stored in Hydra's ConfigStore.
+
+Each primary config (conf/train.yaml, conf/eval.yaml) lists its schema first in its defaults, so
+the YAML files merge into typed nodes: a mistyped key (`trainer.max_iter=10`) or a wrong type
+(`trainer.max_iters=ten`) stops the app at start with Hydra's own message. The model and dataset
+builders check values further (ranges, choices) and name the key in their errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional  # noqa: UP035 - OmegaConf reads typing.Optional, not X | None, on 3.10
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# ---- dataset (conf/dataset/*.yaml; checked further by segdcn.data.builder.validate) ----
+
+
+@dataclass
+class DatasetTrainConfig:
+    short_side: Optional[int] = None
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    crop_size: list[int] = field(default_factory=lambda: [321, 321])
+    hflip: float = 0.5
+    photometric: Optional[dict[str, Any]] = None
+
+
+@dataclass
+class DatasetEvalConfig:
+    short_side: Optional[int] = None
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: str = MISSING
+    layout: str = "voc"
+    num_classes: int = MISSING
+    ignore_index: int = 255
+    image_dir: Optional[str] = None
+    mask_dir: Optional[str] = None
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val"})
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    train: DatasetTrainConfig = field(default_factory=DatasetTrainConfig)
+    eval: DatasetEvalConfig = field(default_factory=DatasetEvalConfig)
+
+
+# ---- model (conf/model/*.yaml; checked further by segdcn.models.config.parse_model_cfg) ----
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet101"
+    output_stride: int = 16
+    pretrained: Optional[str] = None
+    frozen_stages: int = 0
+
+
+@dataclass
+class HeadConfig:
+    name: str = "paper"
+    channels: int = 1024
+    rates: Optional[list[int]] = None
+    lr_mult: float = 1.0
+
+
+@dataclass
+class DCNConfig:
+    layers: int = 0
+    at: list[str] = field(default_factory=list)
+    modulated: bool = False
+    deform_groups: int = 1
+    offset_dilation: str = "paper"
+    offset_lr_mult: float = 1.0
+    impl: str = "native"
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    norm: str = "frozen_bn"
+    head: HeadConfig = field(default_factory=HeadConfig)
+    dcn: DCNConfig = field(default_factory=DCNConfig)
+
+
+# ---- training ----
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    no_decay_norm_bias: bool = False  # weight decay 0 on norm weights and biases
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "step"  # step | poly
+    milestones: list[float] = field(default_factory=lambda: [2 / 3])  # step: fractions of max_iters
+    gamma: float = 0.1  # step: lr factor at each milestone
+    power: float = 0.9  # poly: lr * (1 - t / max_iters) ** power
+    min_lr: float = 0.0  # poly: floor
+    warmup_iters: int = 0  # linear warmup from warmup_factor * lr
+    warmup_factor: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    max_iters: int = 1000
+    batch_size: int = 8  # global batch (split over DDP processes), per optimizer step
+    accumulate: int = 1  # gradient accumulation steps per optimizer step
+    num_workers: int = 2
+    device: str = "auto"  # auto | cpu | cuda | cuda:K
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 on CUDA only)
+    eval_every: int = 500  # iterations; 0: only at the end
+    checkpoint_every: int = 100  # iterations between last.pt writes (and at every evaluation)
+    log_every: int = 10
+    resume: str = "auto"  # auto | none | <path to a checkpoint>
+    deterministic: bool = False
+    progress: bool = True  # tqdm bars
+    clip_grad_norm: Optional[float] = None
+    init_from: Optional[str] = None  # a checkpoint whose model weights start the run (not resumed)
+
+
+@dataclass
+class EvalConfig:
+    mode: str = "whole"  # whole | slide
+    window: list[int] = field(default_factory=lambda: [513, 513])  # slide: [height, width]
+    stride: list[int] = field(default_factory=lambda: [341, 341])  # slide: [height, width]
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    flip: bool = False
+    official: bool = False  # Cityscapes: also run cityscapesscripts' evaluation
+    split: str = "val"
+    max_images: Optional[int] = None  # evaluate on the first N images only
+    num_workers: int = 2
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | none (metrics.jsonl, summary.json and config.yaml are always written)
+    project: str = "segdcn"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # default: the sweep's name under -m, so a sweep's runs share one
+    tags: list[str] = field(default_factory=list)
+    job_type: str = "train"
+    mode: Optional[str] = None  # online | offline | disabled; default: $WANDB_MODE, else offline
+    log_images: int = 4  # validation images with predicted and true masks per evaluation
+
+
+@dataclass
+class TrainConfig:
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    experiment: Optional[str] = None  # the experiment's name (set by conf/experiment/*.yaml)
+    seed: int = 0
+
+
+def register() -> None:
+    """Store the schemas: `<app>_schema` for primary configs, `schema/<group>` for groups."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, node in (
+        ("dataset", DatasetConfig),
+        ("model", ModelConfig),
+        ("optim", OptimConfig),
+        ("schedule", ScheduleConfig),
+        ("trainer", TrainerConfig),
+        ("eval", EvalConfig),
+        ("logger", LoggerConfig),
+    ):
+        cs.store(group=f"schema/{group}", name="base", node=node)
+
+
+register()
