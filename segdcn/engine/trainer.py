@@ -1,0 +1,415 @@
+"""The training loop of segdcn-train: iteration-based SGD on a DeepLab, evaluation, checkpoints, resume.
+
+    trainer = Trainer(cfg, run_dir)       # cfg: a resolved TrainConfig (conf/train.yaml)
+    miou = trainer.fit()                  # the final evaluation's mIoU
+
+One iteration is one optimizer step over trainer.batch_size images: `trainer.accumulate`
+micro-batches per process, each of batch_size / (processes * accumulate) images. The loss is the
+pixel-averaged cross entropy (255 ignored). The run directory gets checkpoints/last.pt (every
+trainer.checkpoint_every iterations and at each evaluation) and checkpoints/best.pt (on a new best
+mIoU); the logger writes metrics.jsonl, summary.json and config.yaml there (rank 0 only).
+
+A resumed run continues exactly: the checkpoint restores model, optimizer, schedule, grad scaler,
+RNG states and the iteration, and the data order is a function of (seed, iteration)
+(segdcn.engine.data_order), so N iterations plus a resumed N give the weights of 2N in one go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from segdcn.data import build_dataset, label_set
+from segdcn.data.loader import seed_worker
+from segdcn.engine import distributed as dist
+from segdcn.engine.checkpoint import (
+    CheckpointNotFoundError,
+    checkpoint_version,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
+from segdcn.engine.data_order import SeededSamples, TrainOrder
+from segdcn.engine.evaluate import EvalResult, evaluate
+from segdcn.engine.inference import autocast
+from segdcn.engine.rng import rng_state, seed_everything, set_deterministic, set_rng_state
+from segdcn.engine.schedules import build_schedule
+from segdcn.models import build_model, param_groups
+
+log = logging.getLogger("segdcn.train")
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+CHECKPOINT_DIR = "checkpoints"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: the run stops without writing the bad weights."""
+
+
+class TrainConfigError(ValueError):
+    """A training setting out of range; the message names the key and what it expects."""
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """trainer.device: auto (this process's GPU if there is one, else the CPU), cpu, cuda, cuda:K."""
+    if name == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise TrainConfigError(f"trainer.device={name!r}; expected auto, cpu, cuda or cuda:K") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainConfigError(f"trainer.device={name!r} but no CUDA device is available; expected cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    elif device.type != "cpu":
+        raise TrainConfigError(f"trainer.device={name!r}; expected auto, cpu, cuda or cuda:K")
+    return device
+
+
+def check_config(cfg: DictConfig, world_size: int, device: torch.device) -> None:
+    """The value checks the schema's types cannot express; each error names its key."""
+    t = cfg.trainer
+    for key in ("max_iters", "batch_size", "accumulate", "log_every"):
+        if t[key] < 1:
+            raise TrainConfigError(f"trainer.{key}={t[key]}; expected a positive integer")
+    for key in ("eval_every", "checkpoint_every", "num_workers"):
+        if t[key] < 0:
+            raise TrainConfigError(f"trainer.{key}={t[key]}; expected 0 or a positive integer")
+    if t.batch_size % (world_size * t.accumulate):
+        raise TrainConfigError(
+            f"trainer.batch_size={t.batch_size} (the global batch per optimizer step) is not divisible by "
+            f"{world_size} processes x trainer.accumulate={t.accumulate}; expected a multiple of "
+            f"{world_size * t.accumulate}"
+        )
+    if t.precision not in PRECISIONS:
+        raise TrainConfigError(f"trainer.precision={t.precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if t.precision == "fp16" and device.type != "cuda":
+        raise TrainConfigError("trainer.precision=fp16 needs a CUDA device; expected bf16 or fp32 on the CPU")
+    if t.clip_grad_norm is not None and t.clip_grad_norm <= 0:
+        raise TrainConfigError(f"trainer.clip_grad_norm={t.clip_grad_norm}; expected a positive norm or null")
+    if cfg.optim.name != "sgd":
+        raise TrainConfigError(f"optim.name={cfg.optim.name!r}; expected sgd")
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Cross entropy averaged over the labelled pixels (0, not NaN, for a crop with none)."""
+    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
+    return total / (labels != ignore_index).sum().clamp(min=1)
+
+
+def weights_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def eval_metrics_for_log(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The scalars of an evaluation and its per-class IoU (the confusion matrix stays out of the logs)."""
+    return {k: v for k, v in metrics.items() if k == "per_class_iou" or isinstance(v, (int, float, type(None)))}
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: str | Path):
+        self.cfg = cfg
+        t = cfg.trainer
+        wanted = "cuda" if t.device.startswith("cuda") or (t.device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.dist = dist.init_distributed(wanted)
+        self.device = resolve_device(t.device, self.dist.local_rank)
+        check_config(cfg, self.dist.world_size, self.device)
+        # every process must write to rank 0's directory (their Hydra clocks may straddle a second)
+        self.run_dir = Path(dist.broadcast_object(str(run_dir)))
+        self.checkpoint_dir = self.run_dir / CHECKPOINT_DIR
+        self.is_main = self.dist.is_main
+        seed_everything(cfg.seed)
+        set_deterministic(t.deterministic, self.device)
+
+        self.labels = label_set(cfg.dataset.name)
+        self.num_classes = int(cfg.dataset.num_classes)
+        self.ignore_index = int(cfg.dataset.ignore_index)
+        self.train_set = build_dataset(cfg.dataset, "train")
+        self.val_set = build_dataset(cfg.dataset, cfg.eval.split)
+
+        model = build_model(cfg.model, self.num_classes)
+        if t.init_from:
+            load_model_state(model, load_checkpoint(t.init_from)["model"], f"trainer.init_from={t.init_from}")
+        model = dist.convert_sync_batchnorm(model, self.device).to(self.device)
+        self.model = model
+        self.optimizer = torch.optim.SGD(
+            param_groups(model, cfg.optim.lr, cfg.optim.weight_decay, no_decay_norm_bias=cfg.optim.no_decay_norm_bias),
+            lr=cfg.optim.lr,
+            momentum=cfg.optim.momentum,
+            weight_decay=cfg.optim.weight_decay,
+            nesterov=cfg.optim.nesterov,
+        )
+        self.schedule = build_schedule(self.optimizer, cfg)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
+        self.iteration = 0
+        self.best_miou: float | None = None
+        self.last_result: EvalResult | None = None
+        resumed = self._resume()
+        self.ddp_model = dist.wrap_ddp(self.model, self.device)
+        self.order = TrainOrder(
+            len(self.train_set),
+            t.batch_size,
+            seed=cfg.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            accumulate=t.accumulate,
+            start_iteration=self.iteration,
+        )
+        self.logger = self._build_logger(resumed)
+
+    # ---- set-up ----
+
+    def _resume_path(self) -> Path | None:
+        resume = self.cfg.trainer.resume
+        if resume in (None, "none", ""):
+            return None
+        if resume == "auto":
+            path = self.checkpoint_dir / "last.pt"
+            return path if path.is_file() else None
+        path = Path(resume).expanduser()
+        if not path.is_file():
+            raise CheckpointNotFoundError(
+                f"trainer.resume={resume}: no such checkpoint; expected auto, none or the path of a last.pt/best.pt"
+            )
+        return path
+
+    def _resume(self) -> dict[str, Any] | None:
+        path = self._resume_path()
+        if path is None:
+            return None
+        ckpt = load_checkpoint(path)
+        load_model_state(self.model, ckpt["model"], f"checkpoint {path}")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.iteration = int(ckpt["iteration"])
+        self.best_miou = ckpt.get("best_miou")
+        data = ckpt.get("data") or {}
+        for key, now in (("seed", self.cfg.seed), ("batch_size", self.cfg.trainer.batch_size)):
+            if key in data and data[key] != now:
+                log.warning(
+                    "resuming with %s=%s but the checkpoint was trained with %s; the data order differs from "
+                    "an uninterrupted run",
+                    "seed" if key == "seed" else f"trainer.{key}",
+                    now,
+                    data[key],
+                )
+        log.info("resumed from %s at iteration %d", path, self.iteration)
+        return ckpt
+
+    def _build_logger(self, resumed: dict[str, Any] | None):
+        from segdcn.loggers import build_logger  # W&B is imported only when a run starts
+
+        return build_logger(self.cfg, self.run_dir, self.dist.rank, resume_state=(resumed or {}).get("logger"))
+
+    def _loader(self) -> DataLoader:
+        t = self.cfg.trainer
+        return DataLoader(
+            SeededSamples(self.train_set),
+            batch_size=self.order.micro_batch,
+            sampler=self.order,
+            num_workers=t.num_workers,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=seed_worker if t.num_workers > 0 else None,
+        )
+
+    # ---- state ----
+
+    def state_dict(self) -> dict[str, Any]:
+        logger_state = self.logger.state_dict() if hasattr(self.logger, "state_dict") else None
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "iteration": self.iteration,
+            "best_miou": self.best_miou,
+            "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+            "rng": rng_state(),
+            "data": self.order.state_dict(self.iteration),
+            "logger": logger_state,
+            "segdcn_version": checkpoint_version(),
+        }
+
+    def save(self, best: bool = False) -> None:
+        """last.pt (and best.pt) on rank 0. Weights that are not finite are never written: the
+        previous last.pt stays the run's resume point."""
+        if not self.is_main:
+            return
+        if not weights_finite(self.model):
+            raise NonFiniteLossError(
+                f"non-finite weights after iteration {self.iteration}; not saving them, so "
+                f"{self.checkpoint_dir / 'last.pt'} keeps the last good state"
+            )
+        state = self.state_dict()
+        save_checkpoint(self.checkpoint_dir / "last.pt", state)
+        if best:
+            save_checkpoint(self.checkpoint_dir / "best.pt", state)
+
+    # ---- the loop ----
+
+    def train_step(self, batches) -> float:
+        """One optimizer step over `accumulate` micro-batches; returns the loss averaged over processes."""
+        t = self.cfg.trainer
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(t.accumulate):
+            images, labels = next(batches)
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            last = micro == t.accumulate - 1
+            # gradients are all-reduced once per optimizer step, on its last micro-batch
+            sync = contextlib.nullcontext() if last or self.ddp_model is self.model else self.ddp_model.no_sync()
+            with sync:
+                with autocast(self.device, t.precision):
+                    logits = self.ddp_model(images)
+                loss = segmentation_loss(logits, labels, self.ignore_index) / t.accumulate
+                self.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+        loss_value = float(dist.all_reduce_mean(loss_sum))
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss_value}) at iteration {self.iteration + 1}; stopping. The last good "
+                f"checkpoint is {self.checkpoint_dir / 'last.pt'}: resume from it with a lower optim.lr "
+                "(or trainer.clip_grad_norm)"
+            )
+        if t.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value
+
+    def run_evaluation(self) -> EvalResult:
+        t = self.cfg.trainer
+        result = evaluate(
+            self.model,
+            self.val_set,
+            self.cfg.eval,
+            device=self.device,
+            precision=t.precision,
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+            class_names=self.labels.names,
+            progress=t.progress and self.is_main,
+            num_samples=int(self.cfg.logger.log_images) if self.is_main else 0,
+            mean=tuple(self.cfg.dataset.mean),
+            std=tuple(self.cfg.dataset.std),
+        )
+        miou = result.metrics["miou"]
+        improved = math.isfinite(miou) and (self.best_miou is None or miou > self.best_miou)
+        if improved:
+            self.best_miou = miou
+        self.last_result = result
+        if self.is_main:
+            self.logger.log_eval(
+                eval_metrics_for_log(result.metrics), self.iteration, list(self.labels.names), result.samples
+            )
+            log.info(
+                "iteration %d: mIoU %.4f, pixel accuracy %.4f (best %.4f)",
+                self.iteration,
+                miou,
+                result.metrics["pixel_acc"],
+                self.best_miou if self.best_miou is not None else math.nan,
+            )
+        self.save(best=improved)
+        return result
+
+    def fit(self) -> float:
+        try:
+            self._fit()
+            dist.barrier()  # not on errors: a rank that failed alone would leave the others waiting
+            summary = self.summary()
+            if self.is_main:
+                self.logger.log_summary(summary)
+                self.logger.finish(0)
+            return summary["miou"]
+        except BaseException:
+            if self.is_main:
+                self.logger.finish(1)
+            raise
+        finally:
+            dist.cleanup()
+
+    def _fit(self) -> None:
+        t = self.cfg.trainer
+        if self.iteration >= t.max_iters:
+            log.info("the checkpoint is at iteration %d of trainer.max_iters=%d: evaluating only", *self._at())
+            self.run_evaluation()
+            return
+        batches = iter(self._loader())
+        self.model.train()
+        bar = tqdm(
+            total=t.max_iters,
+            initial=self.iteration,
+            desc="train",
+            unit="it",
+            disable=not (t.progress and self.is_main),
+            dynamic_ncols=True,
+        )
+        window_loss, window_start, window_iters = 0.0, time.perf_counter(), 0
+        with bar:
+            while self.iteration < t.max_iters:
+                lr = self.schedule.lr_at(self.iteration)  # the base lr of this step (groups scale it)
+                loss = self.train_step(batches)
+                self.schedule.step()
+                self.iteration += 1
+                window_loss += loss
+                window_iters += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                if self.iteration % t.log_every == 0 or self.iteration == t.max_iters:
+                    seconds = time.perf_counter() - window_start
+                    if self.is_main:
+                        self.logger.log_metrics(
+                            {
+                                "train/loss": window_loss / window_iters,
+                                "train/lr": lr,
+                                "train/it_per_s": window_iters / seconds if seconds > 0 else math.nan,
+                                "train/epoch": self.iteration / self.order.steps_per_epoch,
+                            },
+                            self.iteration,
+                        )
+                    window_loss, window_start, window_iters = 0.0, time.perf_counter(), 0
+                paused_at = time.perf_counter()
+                evaluate_now = t.eval_every > 0 and self.iteration % t.eval_every == 0
+                if evaluate_now or self.iteration == t.max_iters:
+                    self.run_evaluation()
+                    self.model.train()
+                elif t.checkpoint_every > 0 and self.iteration % t.checkpoint_every == 0:
+                    self.save()
+                else:
+                    continue
+                paused = time.perf_counter() - paused_at  # it/s counts training time only
+                window_start += paused
+
+    def _at(self) -> tuple[int, int]:
+        return self.iteration, self.cfg.trainer.max_iters
+
+    def summary(self) -> dict[str, Any]:
+        metrics = self.last_result.metrics if self.last_result is not None else {}
+        return {
+            "miou": metrics.get("miou", math.nan),
+            "per_class_iou": metrics.get("per_class_iou"),
+            "pixel_acc": metrics.get("pixel_acc", math.nan),
+            "mean_acc": metrics.get("mean_acc", math.nan),
+            "best_miou": self.best_miou,
+            "iterations": self.iteration,
+            "world_size": self.dist.world_size,
+        }
