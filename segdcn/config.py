@@ -125,6 +125,7 @@ class TrainerConfig:
     progress: bool = True  # tqdm bars
     clip_grad_norm: Optional[float] = None
     init_from: Optional[str] = None  # a checkpoint whose model weights start the run (not resumed)
+    stop_at: Optional[int] = None  # stop with a checkpoint after this iteration (a job's time slice); resume goes on
 
 
 @dataclass
@@ -165,10 +166,24 @@ class TrainConfig:
     seed: int = 0
 
 
+@dataclass
+class EvalAppConfig:
+    """segdcn-eval (conf/eval.yaml). Without `dataset=<name>`, the dataset is the checkpoint's, and the
+    `dataset.*` keys typed on the command line override its values (see segdcn/eval.py)."""
+
+    ckpt: str = MISSING  # a checkpoint of segdcn-train (checkpoints/best.pt or last.pt of a run)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    device: str = "auto"  # auto | cpu | cuda | cuda:K
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 on CUDA only)
+    progress: bool = True
+
+
 def register() -> None:
     """Store the schemas: `<app>_schema` for primary configs, `schema/<group>` for groups."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalAppConfig)
     for group, node in (
         ("dataset", DatasetConfig),
         ("model", ModelConfig),

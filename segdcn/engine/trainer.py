@@ -98,6 +98,8 @@ def check_config(cfg: DictConfig, world_size: int, device: torch.device) -> None
         raise TrainConfigError(f"trainer.precision={t.precision!r}; expected one of {', '.join(PRECISIONS)}")
     if t.precision == "fp16" and device.type != "cuda":
         raise TrainConfigError("trainer.precision=fp16 needs a CUDA device; expected bf16 or fp32 on the CPU")
+    if t.stop_at is not None and t.stop_at < 1:
+        raise TrainConfigError(f"trainer.stop_at={t.stop_at}; expected a positive iteration or null")
     if t.clip_grad_norm is not None and t.clip_grad_norm <= 0:
         raise TrainConfigError(f"trainer.clip_grad_norm={t.clip_grad_norm}; expected a positive norm or null")
     if cfg.optim.name != "sgd":
@@ -350,7 +352,11 @@ class Trainer:
     def _fit(self) -> None:
         t = self.cfg.trainer
         if self.iteration >= t.max_iters:
-            log.info("the checkpoint is at iteration %d of trainer.max_iters=%d: evaluating only", *self._at())
+            log.info(
+                "the checkpoint is at iteration %d of trainer.max_iters=%d: evaluating only",
+                self.iteration,
+                t.max_iters,
+            )
             self.run_evaluation()
             return
         batches = iter(self._loader())
@@ -365,7 +371,7 @@ class Trainer:
         )
         window_loss, window_start, window_iters = 0.0, time.perf_counter(), 0
         with bar:
-            while self.iteration < t.max_iters:
+            while self.iteration < self.stop_iteration:
                 lr = self.schedule.lr_at(self.iteration)  # the base lr of this step (groups scale it)
                 loss = self.train_step(batches)
                 self.schedule.step()
@@ -392,15 +398,27 @@ class Trainer:
                 if evaluate_now or self.iteration == t.max_iters:
                     self.run_evaluation()
                     self.model.train()
-                elif t.checkpoint_every > 0 and self.iteration % t.checkpoint_every == 0:
+                elif (t.checkpoint_every > 0 and self.iteration % t.checkpoint_every == 0) or (
+                    self.iteration == self.stop_iteration
+                ):
                     self.save()
                 else:
                     continue
                 paused = time.perf_counter() - paused_at  # it/s counts training time only
                 window_start += paused
+        if self.iteration < t.max_iters:
+            log.info(
+                "stopped at iteration %d (trainer.stop_at); continue to %d with hydra.run.dir=%s trainer.resume=auto",
+                self.iteration,
+                t.max_iters,
+                self.run_dir,
+            )
 
-    def _at(self) -> tuple[int, int]:
-        return self.iteration, self.cfg.trainer.max_iters
+    @property
+    def stop_iteration(self) -> int:
+        """trainer.stop_at (a checkpointed pause; the schedule still spans max_iters), else max_iters."""
+        stop_at = self.cfg.trainer.stop_at
+        return self.cfg.trainer.max_iters if stop_at is None else min(stop_at, self.cfg.trainer.max_iters)
 
     def summary(self) -> dict[str, Any]:
         metrics = self.last_result.metrics if self.last_result is not None else {}
