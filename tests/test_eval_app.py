@@ -1,0 +1,96 @@
+"""segdcn-eval from the command line on a checkpoint in segdcn-train's format."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import segdcn
+from segdcn.data import SyntheticConfig, build_dataset, generate_synthetic
+from segdcn.engine.checkpoint import model_from_checkpoint, save_checkpoint
+from segdcn.engine.evaluate import evaluate
+from segdcn.eval import EvalConfigError, run
+from segdcn.models import build_model
+from tests.helpers import ROOT, run_python
+
+CONF = str(ROOT / "conf")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny DeepLab-R18 of conf/train.yaml, randomly initialised, saved as segdcn-train saves it. Its config
+    names a dataset root that does not exist, so the evaluations must override it."""
+    tmp = tmp_path_factory.mktemp("eval_app")
+    root = tmp / "synthetic"
+    generate_synthetic(root, SyntheticConfig(image_size=40, num_train=1, num_val=3, max_extent=40), 1, False)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["model=deeplab_r18", "model.head.channels=32", "dataset=synthetic", "dataset.root=/moved/away"],
+        )
+    torch.manual_seed(0)
+    model = build_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.dataset.num_classes)
+    state = {
+        "model": model.state_dict(),
+        "config": OmegaConf.to_yaml(cfg, resolve=True),
+        "iteration": 7,
+        "segdcn_version": segdcn.__version__,
+    }
+    path = save_checkpoint(tmp / "run" / "checkpoints" / "best.pt", state)
+    return path, root
+
+
+def in_process_miou(path, root) -> float:
+    model, cfg = model_from_checkpoint(path)
+    dataset = build_dataset(OmegaConf.merge(cfg.dataset, {"root": str(root)}), "val")
+    eval_cfg = OmegaConf.merge(cfg.eval, {"num_workers": 0})
+    return evaluate(model, dataset, eval_cfg, device="cpu", num_classes=6, progress=False).metrics["miou"]
+
+
+def test_segdcn_eval_cli_writes_summary_equal_to_evaluate(checkpoint, tmp_path):
+    path, root = checkpoint
+    run_dir = tmp_path / "eval_run"
+    result = run_python(
+        "-m", "segdcn.eval", f"ckpt={path}", f"dataset.root={root}", f"hydra.run.dir={run_dir}",
+        "eval.num_workers=0", "progress=false", "device=cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["miou"] == pytest.approx(in_process_miou(path, root), abs=1e-9)
+    assert list(summary["per_class_iou"]) == ["background", "ellipse", "rectangle", "triangle", "star", "cross"]
+    assert summary["num_images"] == 3 and summary["iteration"] == 7 and summary["official"] is None
+    assert summary["dataset"] == {"name": "synthetic", "root": str(root), "split": "val"}
+    assert 0 <= summary["pixel_acc"] <= 1
+    assert "mIoU" in result.stdout and "background" in result.stdout  # the printed table
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    missing = tmp_path / "nowhere" / "best.pt"
+    result = run_python("-m", "segdcn.eval", f"ckpt={missing}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert f"checkpoint {missing}: no such file" in result.stderr
+
+
+def compose_eval(overrides):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("eval", overrides=overrides)
+
+
+def test_dataset_group_replaces_the_checkpoints_dataset_and_settings_are_checked(checkpoint, tmp_path):
+    path, root = checkpoint
+    common = [f"ckpt={path}", "eval.num_workers=0", "progress=false", "device=cpu", "eval.max_images=2"]
+    cfg = compose_eval([*common, "dataset=synthetic", f"dataset.root={root}"])
+    summary = run(cfg, tmp_path / "group", "synthetic", ["root"])
+    assert summary["num_images"] == 2 and summary["dataset"]["root"] == str(root)
+
+    with pytest.raises(EvalConfigError, match="eval.official=true .* synthetic"):
+        run(compose_eval([*common, "eval.official=true", f"dataset.root={root}"]), tmp_path / "o", None, ["root"])
+    with pytest.raises(EvalConfigError, match=r"eval.mode='tiles'"):
+        run(compose_eval([*common, "eval.mode=tiles"]), tmp_path / "m", None, [])
+    with pytest.raises(EvalConfigError, match="predicts 6 classes .* voc_aug has 21"):
+        run(compose_eval([*common, "dataset=voc_aug"]), tmp_path / "v", "voc_aug", [])
