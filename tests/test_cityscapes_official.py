@@ -136,3 +136,21 @@ def test_a_sys_exit_inside_cityscapesscripts_becomes_an_error(cityscapes, tmp_pa
     missing = gt.with_name("frankfurt_000000_000999_gtFine_labelIds.png")
     with pytest.raises(OfficialEvaluationError, match=r"missing, e.g. .*frankfurt_000000_000999_gtFine_labelIds.png"):
         official_evaluation([wrong_size], [missing])
+
+
+def test_segdcn_eval_reports_both_numbers_on_cityscapes(cityscapes, tmp_path):
+    from segdcn.eval import run
+    from tests.test_eval_app import compose_eval, write_checkpoint
+
+    path = write_checkpoint(tmp_path / "best.pt", ["dataset=cityscapes", f"dataset.root={cityscapes.root}"])
+    overrides = ["eval.official=true", "eval.split=train", "dataset.eval.short_side=null", "eval.num_workers=0"]
+    cfg = compose_eval([f"ckpt={path}", "progress=false", "device=cpu", *overrides])
+    summary = run(cfg, tmp_path / "run", None, ["eval.short_side"])
+
+    official = summary["official"]
+    assert official["num_images"] == summary["num_images"] == 2
+    assert official["miou"] == pytest.approx(summary["miou"], abs=1e-6)
+    assert list(official["per_class_iou"]) == list(summary["per_class_iou"]) == list(NAMES)
+    results = sorted(p.name for p in (tmp_path / "run" / "cityscapes_results" / "aachen").iterdir())
+    assert results == ["aachen_000000_000019_pred_labelIds.png", "aachen_000001_000019_pred_labelIds.png"]
+    assert (tmp_path / "run" / "cityscapes_official.json").is_file()

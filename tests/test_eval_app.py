@@ -20,18 +20,11 @@ from tests.helpers import ROOT, run_python
 CONF = str(ROOT / "conf")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny DeepLab-R18 of conf/train.yaml, randomly initialised, saved as segdcn-train saves it. Its config
-    names a dataset root that does not exist, so the evaluations must override it."""
-    tmp = tmp_path_factory.mktemp("eval_app")
-    root = tmp / "synthetic"
-    generate_synthetic(root, SyntheticConfig(image_size=40, num_train=1, num_val=3, max_extent=40), 1, False)
+def write_checkpoint(path, train_overrides: list[str]):
+    """A tiny randomly initialised DeepLab-R18 of conf/train.yaml (with `train_overrides`), saved as
+    segdcn-train saves it: model weights and the resolved config as YAML."""
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=["model=deeplab_r18", "model.head.channels=32", "dataset=synthetic", "dataset.root=/moved/away"],
-        )
+        cfg = compose("train", overrides=["model=deeplab_r18", "model.head.channels=32", *train_overrides])
     torch.manual_seed(0)
     model = build_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.dataset.num_classes)
     state = {
@@ -40,7 +33,16 @@ def checkpoint(tmp_path_factory):
         "iteration": 7,
         "segdcn_version": segdcn.__version__,
     }
-    path = save_checkpoint(tmp / "run" / "checkpoints" / "best.pt", state)
+    return save_checkpoint(path, state)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A checkpoint whose config names a dataset root that does not exist, so the evaluations must override it."""
+    tmp = tmp_path_factory.mktemp("eval_app")
+    root = tmp / "synthetic"
+    generate_synthetic(root, SyntheticConfig(image_size=40, num_train=1, num_val=3, max_extent=40), 1, False)
+    path = write_checkpoint(tmp / "run" / "checkpoints" / "best.pt", ["dataset=synthetic", "dataset.root=/moved/away"])
     return path, root
 
 
@@ -76,7 +78,7 @@ def test_missing_checkpoint_names_the_file(tmp_path):
     assert f"checkpoint {missing}: no such file" in result.stderr
 
 
-def compose_eval(overrides):
+def compose_eval(overrides: list[str]):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose("eval", overrides=overrides)
 

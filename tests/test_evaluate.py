@@ -216,3 +216,17 @@ def test_distributed_evaluation_equals_single_process(tmp_path):
     for result in results:
         assert result["metrics"]["confusion_matrix"] == single.metrics["confusion_matrix"]
         assert result["metrics"]["miou"] == single.metrics["miou"]
+
+
+def test_a_dataset_with_training_augmentation_is_refused(tmp_path):
+    from segdcn.data import SyntheticConfig, build_dataset, build_transforms, generate_synthetic
+
+    root = tmp_path / "synthetic"
+    generate_synthetic(root, SyntheticConfig(image_size=24, num_train=2, num_val=0, max_extent=30), 1, False)
+    cfg = {"name": "synthetic", "root": str(root), "layout": "voc", "num_classes": 6, "ignore_index": 255,
+           "splits": {"train": "train"}, "image_dir": "JPEGImages",
+           "mask_dir": "SegmentationClass", "train": {"crop_size": [16, 16]}}  # fmt: skip
+    with pytest.raises(ValueError, match="training augmentation"):
+        evaluate(conv_net(), build_dataset(cfg, "train"), eval_cfg(), device="cpu", num_classes=6, progress=False)
+    plain = build_dataset(cfg, "train", transforms=build_transforms(cfg, train=False))
+    assert evaluate(conv_net(), plain, eval_cfg(), device="cpu", num_classes=6, progress=False).num_images == 2

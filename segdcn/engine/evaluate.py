@@ -111,6 +111,13 @@ def evaluate(
     rank, world = _rank_world()
     if isinstance(model, DistributedDataParallel):
         model = model.module
+    if getattr(getattr(dataset, "transforms", None), "image_only", True) is False:
+        # segdcn's evaluation transform keeps the label whole; any other is the training augmentation
+        raise ValueError(
+            "evaluate: the dataset applies the training augmentation (random scale, crop, flip), so its items "
+            "are not the images and labels to score; build it with "
+            "build_dataset(cfg.dataset, split, transforms=build_transforms(cfg.dataset, train=False))"
+        )
     count = len(dataset)
     max_images = getattr(eval_cfg, "max_images", None)
     if max_images is not None:
