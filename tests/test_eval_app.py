@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -96,3 +97,12 @@ def test_dataset_group_replaces_the_checkpoints_dataset_and_settings_are_checked
         run(compose_eval([*common, "eval.mode=tiles"]), tmp_path / "m", None, [])
     with pytest.raises(EvalConfigError, match="predicts 6 classes .* voc_aug has 21"):
         run(compose_eval([*common, "dataset=voc_aug"]), tmp_path / "v", "voc_aug", [])
+
+
+def test_unreadable_checkpoint_names_the_file(tmp_path):
+    from segdcn.engine.checkpoint import CheckpointError
+
+    broken = tmp_path / "last.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {broken}: ")):
+        run(compose_eval([f"ckpt={broken}", "device=cpu"]), tmp_path / "run", None, [])
