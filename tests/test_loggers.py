@@ -136,8 +136,10 @@ def test_local_files(tmp_path):
     with build_logger(cfg, tmp_path) as logger:
         logger.log_metrics({"train/loss": np.float32(0.5), "lr": 0.001}, step=10)
         logger.log_eval(eval_metrics(0.25), step=10, class_names=CLASSES)
-        logger.log_eval(eval_metrics(0.2), step=20, class_names=CLASSES)
+        full = {**eval_metrics(0.2), "per_class_acc": [1.0, 0.5, None, 0.25], "confusion_matrix": [[1, 2], [3, 4]]}
+        logger.log_eval(full, step=20, class_names=CLASSES)
         assert json.loads((tmp_path / "summary.json").read_text())["state"] == "running"
+        logger.log_summary({"per_class_iou": [0.9, 0.2, None, 0.1], "iterations": 40})  # a trainer's final summary
     assert not (tmp_path / "wandb").exists()
 
     assert OmegaConf.create(yaml.safe_load((tmp_path / "config.yaml").read_text())) == cfg
@@ -145,10 +147,12 @@ def test_local_files(tmp_path):
     assert [line["step"] for line in lines] == [10, 10, 20]
     assert lines[0] == {"step": 10, "train/loss": 0.5, "lr": 0.001}
     assert lines[1]["val/miou"] == 0.25 and lines[1]["val/iou/rectangle"] is None  # NaN: a class never seen
+    assert lines[2]["val/acc/triangle"] == 0.25 and not any("confusion" in key for key in lines[2])
 
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["miou"] == 0.2 and summary["pixel_acc"] == 0.9 and summary["eval_step"] == 20
-    assert summary["per_class_iou"] == {"background": 0.95, "ellipse": 0.2, "rectangle": None, "triangle": 0.1}
+    assert summary["per_class_iou"] == {"background": 0.9, "ellipse": 0.2, "rectangle": None, "triangle": 0.1}
+    assert summary["per_class_acc"]["ellipse"] == 0.5 and summary["iterations"] == 40
     assert (summary["best_miou"], summary["best_step"]) == (0.25, 10)
     assert summary["config"] == {
         "experiment": None,

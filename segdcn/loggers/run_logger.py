@@ -45,6 +45,7 @@ class RunLogger:
         self.last_step: int | None = None
         self._finished = False
         self.summary: dict[str, Any] = {}
+        self.class_names: list[str] = []  # of the last evaluation, to name a per-class list in log_summary
         write_atomic(self.run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
         if resume_state:
             self._resume(resume_state)
@@ -71,26 +72,39 @@ class RunLogger:
         samples: Sequence[tuple[Any, Any, Any]] = (),
         prefix: str = "val",
     ) -> None:
-        """An evaluation: `metrics` holds miou, pixel_acc (any scalars) and per_class_iou (one per class).
+        """An evaluation: scalars (miou, pixel_acc, ...) and per-class lists (per_class_iou, ...).
 
-        Scalars go to metrics.jsonl and W&B as `<prefix>/<name>`, per-class IoU as `<prefix>/iou/<class>`
-        and a W&B table; `samples` are (image uint8 HxWx3, prediction HxW, target HxW) shown as W&B
-        masks (255: "ignore"). summary.json then holds this evaluation and the best mIoU so far.
+        Scalars go to metrics.jsonl and W&B as `<prefix>/<name>`, a list `per_class_<x>` (one value per
+        class, None for an absent class) as `<prefix>/<x>/<class>`, per-class IoU also as a W&B table;
+        `samples` are (image uint8 HxWx3, prediction HxW, target HxW), shown as W&B masks (255: "ignore").
+        Other values (a confusion matrix) are left out. summary.json then holds this evaluation by
+        plain names (per_class_iou as {class: IoU}) and the best mIoU so far.
         """
-        per_class = _per_class(metrics.get("per_class_iou"), class_names)
-        scalars = {f"{prefix}/{k}": _scalar(k, v) for k, v in metrics.items() if k != "per_class_iou"}
-        if per_class is not None:
-            scalars.update({f"{prefix}/iou/{name}": v for name, v in per_class.items()})
-        self.metrics.append(step, scalars)
+        self.class_names = [str(n) for n in class_names]
+        scalars, per_class = _split_eval(metrics, self.class_names)
+        flat = {f"{prefix}/{k}": v for k, v in scalars.items()}
+        for key, values in per_class.items():
+            flat.update({f"{prefix}/{key.removeprefix('per_class_')}/{name}": v for name, v in values.items()})
+        self.metrics.append(step, flat)
         self.last_step = int(step)
         if self.wandb is not None:
-            payload = {**scalars, **self._eval_media(prefix, class_names, per_class, samples)}
+            payload = {**flat, **self._eval_media(prefix, per_class.get("per_class_iou"), samples)}
             self.wandb.call("log of the evaluation", lambda run: run.log(payload, step=int(step)))
-        self._update_eval_summary(metrics, per_class, step)
+        latest = {**scalars, **per_class, "eval_step": int(step)}
+        miou, best = scalars.get("miou"), self.summary.get("best_miou")
+        if isinstance(miou, (int, float)) and math.isfinite(miou) and (best is None or miou > best):
+            latest.update(best_miou=miou, best_step=int(step))
+        self.log_summary(latest)
 
     def log_summary(self, values: Mapping[str, Any]) -> None:
-        """Merge `values` (best mIoU, final metrics, ...) into summary.json and the W&B run summary."""
+        """Merge `values` (best mIoU, final metrics, ...) into summary.json and the W&B run summary.
+
+        A per-class list (per_class_iou=[...]) becomes {class: value} with the last evaluation's class names.
+        """
         values = to_jsonable(dict(values))
+        for key, value in values.items():
+            if key.startswith("per_class_") and isinstance(value, list) and len(value) == len(self.class_names):
+                values[key] = dict(zip(self.class_names, value, strict=True))
         self.summary.update(values)
         self._write_summary()
         if self.wandb is not None:
@@ -135,29 +149,18 @@ class RunLogger:
             self.last_step = int(step)
             log.info("resuming the logs after step %d: %d lines of %s kept", step, kept, METRICS_FILE)
 
-    def _eval_media(self, prefix, class_names, per_class, samples) -> dict[str, Any]:
+    def _eval_media(self, prefix: str, per_class_iou: dict | None, samples) -> dict[str, Any]:
         """The table and images; a bad sample costs the evaluation its media, never the run or W&B."""
         wandb = self.wandb.wandb
         media = {}
         try:
-            if per_class is not None:
-                media[f"{prefix}/per_class_iou"] = iou_table(wandb, per_class)
+            if per_class_iou is not None:
+                media[f"{prefix}/per_class_iou"] = iou_table(wandb, per_class_iou)
             if samples and self.log_images > 0:
-                media[f"{prefix}/samples"] = mask_images(wandb, samples, class_names, self.log_images)
+                media[f"{prefix}/samples"] = mask_images(wandb, samples, self.class_names, self.log_images)
         except Exception as exc:
             log.warning("W&B media of the evaluation skipped (%s: %s)", type(exc).__name__, exc)
         return media
-
-    def _update_eval_summary(self, metrics: Mapping[str, Any], per_class: dict | None, step: int) -> None:
-        latest = {k: _scalar(k, v) for k, v in metrics.items() if k != "per_class_iou"}
-        if per_class is not None:
-            latest["per_class_iou"] = per_class
-        latest["eval_step"] = int(step)
-        miou = latest.get("miou")
-        best = self.summary.get("best_miou")
-        if miou is not None and math.isfinite(miou) and (best is None or miou > best):
-            latest.update(best_miou=miou, best_step=int(step))
-        self.log_summary(latest)
 
     def _write_summary(self) -> None:
         write_json_atomic(self.run_dir / SUMMARY_FILE, self.summary)
@@ -250,22 +253,28 @@ def _start(cfg: DictConfig, run_dir: Path, mode: str, resume_state: Mapping[str,
     return run
 
 
+def _split_eval(metrics: Mapping[str, Any], class_names: list[str]) -> tuple[dict, dict]:
+    """(scalars, {per_class_<x>: {class: value}}) of an evaluation's metrics; anything else is left out."""
+    scalars, per_class = {}, {}
+    for key, value in metrics.items():
+        value = to_jsonable(value)
+        if value is None or isinstance(value, (int, float, str, bool)):
+            scalars[key] = value
+        elif key.startswith("per_class_") and isinstance(value, (list, dict)):
+            if isinstance(value, list):
+                if len(value) != len(class_names):
+                    raise ValueError(
+                        f"{key} has {len(value)} values but class_names has {len(class_names)}: expected one per class"
+                    )
+                value = dict(zip(class_names, value, strict=True))
+            per_class[key] = value
+        else:
+            log.debug("evaluation value %r (%s) is not logged", key, type(value).__name__)
+    return scalars, per_class
+
+
 def _scalar(key: Any, value: Any) -> Any:
     value = to_jsonable(value)
     if value is not None and not isinstance(value, (int, float, str, bool)):
         raise TypeError(f"metric {key!r} is {type(value).__name__} {value!r}: expected a number (or string)")
     return value
-
-
-def _per_class(values: Any, class_names: Sequence[str]) -> dict[str, float | None] | None:
-    """Per-class IoU as {class name: IoU}, from a sequence aligned with class_names or a mapping."""
-    if values is None:
-        return None
-    values = to_jsonable(values)
-    if isinstance(values, dict):
-        return values
-    if len(values) != len(class_names):
-        raise ValueError(
-            f"per_class_iou has {len(values)} values but class_names has {len(class_names)}: expected one per class"
-        )
-    return {str(name): v for name, v in zip(class_names, values, strict=True)}
