@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 import segdcn.config  # noqa: F401 - registers the schemas conf/train.yaml starts from
 from segdcn.loggers import NullLogger, build_logger
-from segdcn.loggers.naming import JobIdentity, job_identity, sweep_group
+from segdcn.loggers.naming import JobIdentity, job_identity, run_name, sweep_group
 
 from .helpers import ROOT, run_python
 from .wandb_records import config_values, history_rows, read_records, run_record, summary_values
@@ -260,13 +260,18 @@ def test_bad_logger_settings_name_the_key(tmp_path):
 def test_group_and_name_from_the_hydra_job():
     cfg = OmegaConf.create({"logger": {"group": None}, "experiment": "table1"})
     sweep = {"mode": "RunMode.MULTIRUN", "sweep": {"dir": "multirun/2026-11-22/02-30-00"}, "job": {"name": "train"}}
-    jobs = [OmegaConf.merge(sweep, {"job": {"num": n, "override_dirname": f"model.dcn.layers={n}"}}) for n in (0, 3)]
+    jobs = [
+        OmegaConf.merge(sweep, {"job": {"num": n}, "overrides": {"task": [f"model.dcn.layers={n}", "dataset.root=/d"]}})
+        for n in (0, 3)
+    ]
     identities = [job_identity(cfg, job) for job in jobs]
     assert [i.group for i in identities] == ["2026-11-22_02-30-00"] * 2
     assert [i.name for i in identities] == ["model.dcn.layers=0", "model.dcn.layers=3"]
-    assert job_identity(cfg, OmegaConf.merge(sweep, {"job": {"num": 4, "override_dirname": ""}})).name == "train-4"
+    assert job_identity(cfg, OmegaConf.merge(sweep, {"job": {"num": 4}, "overrides": {"task": []}})).name == "train-4"
+    noisy = ["+experiment=x", "dataset.root=/data", "trainer.num_workers=0", "logger.tags=[a]", "model.dcn.at=[res5c]"]
+    assert run_name(noisy) == "+experiment=x,model.dcn.at=[res5c]"
     assert sweep_group("/scratch/sweeps/table1") == "table1"
-    single = OmegaConf.create({"mode": "RunMode.RUN", "job": {"override_dirname": ""}})
+    single = OmegaConf.create({"mode": "RunMode.RUN", "overrides": {"task": ["dataset.root=/data"]}})
     assert job_identity(cfg, single) == job_identity(cfg, None) == JobIdentity(group="table1", name=None)
     cfg.logger.group = "mine"
     assert job_identity(cfg, jobs[0]).group == "mine"

@@ -39,6 +39,29 @@ def sweep_group(sweep_dir: str) -> str:
     return path.name
 
 
+# Overrides that say where or how a run ran, not what it trains: left out of run names.
+_NOT_IN_NAMES = (
+    "dataset.root",
+    "trainer.num_workers",
+    "eval.num_workers",
+    "trainer.progress",
+    "trainer.resume",
+    "trainer.device",
+    "logger.",
+    "hydra.",
+)
+
+
+def run_name(task_overrides: list[str]) -> str:
+    """The job's command-line overrides that define the experiment, e.g. "model.dcn.layers=3,seed=1"."""
+    kept = []
+    for override in task_overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if not any(key == p or (p.endswith(".") and key.startswith(p)) for p in _NOT_IN_NAMES):
+            kept.append(override)
+    return ",".join(kept)
+
+
 def job_identity(cfg: DictConfig, hydra: DictConfig | None) -> JobIdentity:
     """Group: logger.group, else the sweep (multirun), else the experiment. Name: the job's overrides."""
     group = OmegaConf.select(cfg, "logger.group", default=None)
@@ -46,7 +69,8 @@ def job_identity(cfg: DictConfig, hydra: DictConfig | None) -> JobIdentity:
     if hydra is None:
         return JobIdentity(group=group or experiment, name=None)
     multirun = str(_get(hydra, "mode", "")).endswith("MULTIRUN")
-    overrides = _get(hydra, "job.override_dirname", "") or ""
+    task = _get(hydra, "overrides.task", None)
+    overrides = run_name(list(task)) if task is not None else _get(hydra, "job.override_dirname", "") or ""
     if multirun:
         sweep_dir = _get(hydra, "sweep.dir", None)
         num = _get(hydra, "job.num", None)

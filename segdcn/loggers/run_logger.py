@@ -163,7 +163,11 @@ class RunLogger:
         return media
 
     def _write_summary(self) -> None:
-        write_json_atomic(self.run_dir / SUMMARY_FILE, self.summary)
+        # Results first, then what identifies the run, for a reader opening the file.
+        meta = ("config", "state", "wandb")
+        ordered = {k: v for k, v in self.summary.items() if k not in meta}
+        ordered.update({k: self.summary[k] for k in meta if k in self.summary})
+        write_json_atomic(self.run_dir / SUMMARY_FILE, ordered)
 
     def _wandb_info(self) -> dict[str, Any] | None:
         if self.wandb is None:
