@@ -247,6 +247,39 @@ def test_wandb_mode_from_config_and_environment(tmp_path, monkeypatch):
         assert logger.wandb is not None and logger.wandb.mode == "offline"
 
 
+KILL_SERVICE = """
+import os, signal, sys
+from omegaconf import OmegaConf
+from segdcn.loggers import build_logger
+
+logger = build_logger(OmegaConf.create({"logger": {"name": "wandb"}}), sys.argv[1])
+logger.log_metrics({"train/loss": 1.0}, step=1)
+for pid in filter(str.isdigit, os.listdir("/proc")):  # this process's W&B service, wandb-core
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+    if name.startswith("wandb-core") and int(fields[1]) == os.getpid():
+        os.kill(int(pid), signal.SIGKILL)
+        os.waitpid(int(pid), 0)
+for step in (2, 3):
+    logger.log_metrics({"train/loss": 1.0 / step}, step=step)
+logger.log_eval({"miou": 0.5, "per_class_iou": [0.5]}, step=3, class_names=["thing"])
+logger.finish()
+"""
+
+
+def test_a_dead_wandb_service_stops_only_wandb(tmp_path):
+    result = run_python("-c", KILL_SERVICE, str(tmp_path), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "W&B log failed (ConnectionResetError" in result.stderr and "local files continue" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 3]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["state"] == "finished" and summary["miou"] == 0.5
+
+
 def test_bad_logger_settings_name_the_key(tmp_path):
     cfg = train_cfg()
     cfg.logger.mode = "offlne"

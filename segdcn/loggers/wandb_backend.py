@@ -98,7 +98,12 @@ class WandbRun:
         try:
             run.finish(exit_code=1)
         except Exception:
-            pass  # already failing; the warning above is the message
+            # The W&B service is gone (killed, out of memory). Tearing the connection down now keeps
+            # wandb's exit hook from printing the same error again when the training ends.
+            try:
+                self.wandb.teardown()
+            except Exception:
+                pass  # the warning already said what happened
 
 
 def start_wandb(
