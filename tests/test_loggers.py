@@ -30,6 +30,8 @@ def wandb_env(monkeypatch, tmp_path_factory):
     home = tmp_path_factory.mktemp("wandb_home")
     for var in ("WANDB_MODE", "WANDB_DIR", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_ENTITY", "WANDB_PROJECT"):
         monkeypatch.delenv(var, raising=False)
+    # wandb exports its service's address once it runs; child processes of a test start their own.
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB__DISABLE_STATS", "true")
     # Were a run to go online, it would fail at once: no API key, and nothing listens at that address.
