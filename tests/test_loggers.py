@@ -28,7 +28,15 @@ CLASSES = ["background", "ellipse", "rectangle", "triangle"]
 def wandb_env(monkeypatch, tmp_path_factory):
     """W&B quiet, without system-stats sampling, its caches in a temp dir, and no server to reach."""
     home = tmp_path_factory.mktemp("wandb_home")
-    for var in ("WANDB_MODE", "WANDB_DIR", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_ENTITY", "WANDB_PROJECT"):
+    for var in (
+        "WANDB_MODE",
+        "WANDB_DISABLED",
+        "WANDB_DIR",
+        "WANDB_RUN_ID",
+        "WANDB_RESUME",
+        "WANDB_ENTITY",
+        "WANDB_PROJECT",
+    ):
         monkeypatch.delenv(var, raising=False)
     # wandb exports its service's address once it runs; child processes of a test start their own.
     monkeypatch.delenv("WANDB_SERVICE", raising=False)
@@ -245,6 +253,11 @@ def test_wandb_mode_from_config_and_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")  # the user's environment wins over the offline default
     with build_logger(train_cfg(), tmp_path / "b") as logger:
         assert logger.wandb is None
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_DISABLED", "true")
+    with build_logger(train_cfg(), tmp_path / "b2") as logger:
+        assert logger.wandb is None
+    monkeypatch.setenv("WANDB_MODE", "disabled")
     with build_logger(train_cfg("logger.mode=offline"), tmp_path / "c") as logger:  # and config over environment
         assert logger.wandb is not None and logger.wandb.mode == "offline"
 

@@ -33,7 +33,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 
 
 def resolve_mode(config_mode: str | None) -> str:
-    """logger.mode, else $WANDB_MODE, else offline.
+    """logger.mode, else $WANDB_MODE ($WANDB_DISABLED=true: disabled), else offline.
 
     $WANDB_MODE is read here and passed on: wandb reads the environment only once per process.
     Its value is left for wandb to check, so a bad one fails the start (with a warning), not the run.
@@ -42,6 +42,8 @@ def resolve_mode(config_mode: str | None) -> str:
         if config_mode not in MODES:
             raise ValueError(f"logger.mode={config_mode!r}: expected one of {', '.join(MODES)} or null")
         return config_mode
+    if os.environ.get("WANDB_DISABLED", "").lower() in ("true", "1", "yes"):
+        return "disabled"
     return os.environ.get("WANDB_MODE") or "offline"
 
 
@@ -65,10 +67,6 @@ class WandbRun:
         self.id: str = run.id
         self.dir = Path(run.dir).parent  # <run dir>/wandb/<offline-run-...|run-...>
         self.mode: str = "offline" if run.offline else ("disabled" if run.disabled else "online")
-
-    @property
-    def alive(self) -> bool:
-        return self.run is not None
 
     def call(self, what: str, fn: Callable[[Any], Any]) -> None:
         if self.run is None:
