@@ -62,7 +62,7 @@ class RunLogger:
         self.metrics.append(step, values)
         self.last_step = int(step)
         if self.wandb is not None:
-            self.wandb.call("log", lambda run: run.log(values, step=int(step)))
+            self.wandb.log("log", values, step)
 
     def log_eval(
         self,
@@ -89,7 +89,7 @@ class RunLogger:
         self.last_step = int(step)
         if self.wandb is not None:
             payload = {**flat, **self._eval_media(prefix, per_class.get("per_class_iou"), samples)}
-            self.wandb.call("log of the evaluation", lambda run: run.log(payload, step=int(step)))
+            self.wandb.log("log of the evaluation", payload, step)
         latest = {**scalars, **per_class, "eval_step": int(step)}
         miou, best = scalars.get("miou"), self.summary.get("best_miou")
         if isinstance(miou, (int, float)) and math.isfinite(miou) and (best is None or miou > best):
@@ -108,7 +108,7 @@ class RunLogger:
         self.summary.update(values)
         self._write_summary()
         if self.wandb is not None:
-            self.wandb.call("summary update", lambda run: run.summary.update(values))
+            self.wandb.update_summary(values)
 
     # ---- resume and end ----
 
@@ -243,16 +243,14 @@ def _start(cfg: DictConfig, run_dir: Path, mode: str, resume_state: Mapping[str,
         run_id=resume_state.get("wandb_run_id"),
     )
     step = resume_state.get("step")
-    if run is not None and step is not None and run.mode == "online" and run.run.step > step + 1:
-        # An online run keeps the steps its killed process logged after the checkpoint; W&B refuses
-        # to log a step twice, so the repeated steps are kept only in metrics.jsonl.
+    if run is not None and step is not None and run.first_step > step + 1:
         log.warning(
-            "W&B run %s already holds steps up to %d; steps %d..%d of this resumed run are dropped by W&B "
-            "(metrics.jsonl has them)",
+            "W&B run %s already holds steps up to %d (logged after the checkpoint by the process that stopped); "
+            "W&B skips this run's steps %d..%d, metrics.jsonl has them",
             run.id,
-            run.run.step - 1,
+            run.first_step - 1,
             step + 1,
-            run.run.step - 1,
+            run.first_step - 1,
         )
     return run
 

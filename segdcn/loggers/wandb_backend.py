@@ -67,6 +67,16 @@ class WandbRun:
         self.id: str = run.id
         self.dir = Path(run.dir).parent  # <run dir>/wandb/<offline-run-...|run-...>
         self.mode: str = "offline" if run.offline else ("disabled" if run.disabled else "online")
+        # A resumed online run starts at the server's next step; earlier steps would be refused
+        # with one wandb warning per call, so they are not sent (metrics.jsonl keeps them).
+        self.first_step: int = int(run.step) if self.mode == "online" else 0
+
+    def log(self, what: str, payload: Mapping[str, Any], step: int) -> None:
+        if step >= self.first_step:
+            self.call(what, lambda run: run.log(dict(payload), step=int(step)))
+
+    def update_summary(self, values: Mapping[str, Any]) -> None:
+        self.call("summary update", lambda run: run.summary.update(dict(values)))
 
     def call(self, what: str, fn: Callable[[Any], Any]) -> None:
         if self.run is None:
