@@ -114,6 +114,16 @@ def broadcast_object(value, src: int = 0):
     return box[0]
 
 
+def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
+    """Rank `src`'s buffers (BatchNorm running statistics) on every process. DDP broadcasts them at the
+    start of each forward, so after the last training step every rank still holds statistics updated
+    by its own batch; evaluating or saving without this would score a different model on each rank."""
+    if not is_distributed():
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=src)
+
+
 def shard_indices(num_items: int, rank: int | None = None, world_size: int | None = None) -> list[int]:
     """The items of one process for evaluation: every world_size-th, from its rank (no padding, so
     no item is counted twice; a reduction over processes then covers each item once)."""

@@ -300,6 +300,7 @@ class Trainer:
 
     def run_evaluation(self) -> EvalResult:
         t = self.cfg.trainer
+        dist.broadcast_buffers(self.model)  # every rank scores (and rank 0 saves) rank 0's model
         result = evaluate(
             self.model,
             self.val_set,
