@@ -8,6 +8,7 @@ them; a ResNet-18 DeepLab with a 32-channel head on 64 px images keeps each run 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -155,7 +156,10 @@ def test_main_returns_the_final_miou(data_root, tmp_path):
     HydraConfig.instance().set_config(cfg)  # what @hydra.main does before calling the task function
     with open_dict(cfg):
         del cfg["hydra"]
-    miou = main(cfg)
+    try:
+        miou = main(cfg)
+    finally:
+        HydraConfig.instance().cfg = None  # later tests in this process run outside a Hydra app
     summary = json.loads((run_dir / "summary.json").read_text())
     assert isinstance(miou, float) and 0 <= miou <= 1
     assert miou == summary["miou"]
@@ -233,6 +237,26 @@ def test_non_finite_loss_stops_the_run_and_keeps_last_checkpoint(data_root, half
     assert json.loads((run_dir / "summary.json").read_text())["state"] == "failed"
 
 
+def test_bf16_autocast_and_accumulation_in_one_step(data_root, tmp_path):
+    from segdcn.engine.trainer import Trainer
+
+    cfg = compose_train(
+        *overrides(data_root, tmp_path, "trainer.precision=bf16", "trainer.batch_size=2", "trainer.accumulate=2"),
+        "dataset.train.crop_size=[32,32]",
+    )
+    trainer = Trainer(cfg, tmp_path)
+    dtypes = []
+    trainer.model.head.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    batches = iter(trainer._loader())
+    loss = trainer.train_step(batches)
+    assert dtypes == [torch.bfloat16, torch.bfloat16]  # two micro-batches of one image, under autocast
+    assert math.isfinite(loss) and loss > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # the weights stay fp32
+    trainer.logger.finish(0)
+
+
 # ---- distributed ----
 
 
@@ -245,7 +269,10 @@ def test_ddp_on_two_gloo_processes_matches_a_single_process_evaluation(data_root
         "--nproc_per_node=2",
         "-m",
         "segdcn.train",
-        *overrides(data_root, run_dir, "trainer.max_iters=2", "trainer.device=cpu"),
+        # the one run with W&B (offline): only rank 0 may start a W&B run
+        *overrides(
+            data_root, run_dir, "trainer.max_iters=2", "trainer.device=cpu", "logger=wandb", "logger.mode=offline"
+        ),
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -266,6 +293,8 @@ def test_ddp_on_two_gloo_processes_matches_a_single_process_evaluation(data_root
     assert single.metrics["per_class_iou"] == summary["per_class_iou"]
     assert single.metrics["pixel_acc"] == summary["pixel_acc"]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    assert summary["wandb"]["mode"] == "offline"
 
 
 # ---- configuration errors ----

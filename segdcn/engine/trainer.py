@@ -343,7 +343,9 @@ class Trainer:
                 self.logger.log_summary(summary)
                 self.logger.finish(0)
             return summary["miou"]
-        except BaseException:
+        except BaseException as error:
+            if isinstance(error, NonFiniteLossError):
+                log.error("%s", error)  # also in the run's log file, beside the metrics
             if self.is_main:
                 self.logger.finish(1)
             raise
