@@ -133,6 +133,11 @@ class Trainer:
         self.run_dir = Path(dist.broadcast_object(str(run_dir)))
         self.checkpoint_dir = self.run_dir / CHECKPOINT_DIR
         self.is_main = self.dist.is_main
+        if not self.is_main:  # one account of the run in train.log: rank 0's (others still warn)
+            logging.getLogger("segdcn").setLevel(logging.WARNING)
+        log.info(
+            "run directory %s; %d process(es) on %s, %s", self.run_dir, self.dist.world_size, self.device, t.precision
+        )
         seed_everything(cfg.seed)
         set_deterministic(t.deterministic, self.device)
 
