@@ -116,11 +116,6 @@ def weights_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def eval_metrics_for_log(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The scalars of an evaluation and its per-class IoU (the confusion matrix stays out of the logs)."""
-    return {k: v for k, v in metrics.items() if k == "per_class_iou" or isinstance(v, (int, float, type(None)))}
-
-
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: str | Path):
         self.cfg = cfg
@@ -326,9 +321,7 @@ class Trainer:
             self.best_miou = miou
         self.last_result = result
         if self.is_main:
-            self.logger.log_eval(
-                eval_metrics_for_log(result.metrics), self.iteration, list(self.labels.names), result.samples
-            )
+            self.logger.log_eval(result.metrics, self.iteration, list(self.labels.names), result.samples)
             log.info(
                 "iteration %d: mIoU %.4f, pixel accuracy %.4f (best %.4f)",
                 self.iteration,
