@@ -9,7 +9,7 @@ builders check values further (ranges, choices) and name the key in their errors
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional  # noqa: UP035 - OmegaConf reads typing.Optional, not X | None, on 3.10
+from typing import Any  # noqa: UP035 - OmegaConf reads typing.Optional, not X | None, on 3.10
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -19,16 +19,16 @@ from omegaconf import MISSING
 
 @dataclass
 class DatasetTrainConfig:
-    short_side: Optional[int] = None
+    short_side: int | None = None
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     crop_size: list[int] = field(default_factory=lambda: [321, 321])
     hflip: float = 0.5
-    photometric: Optional[dict[str, Any]] = None
+    photometric: dict[str, Any] | None = None
 
 
 @dataclass
 class DatasetEvalConfig:
-    short_side: Optional[int] = None
+    short_side: int | None = None
 
 
 @dataclass
@@ -38,8 +38,8 @@ class DatasetConfig:
     layout: str = "voc"
     num_classes: int = MISSING
     ignore_index: int = 255
-    image_dir: Optional[str] = None
-    mask_dir: Optional[str] = None
+    image_dir: str | None = None
+    mask_dir: str | None = None
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val"})
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
@@ -54,7 +54,7 @@ class DatasetConfig:
 class BackboneConfig:
     name: str = "resnet101"
     output_stride: int = 16
-    pretrained: Optional[str] = None
+    pretrained: str | None = None
     frozen_stages: int = 0
 
 
@@ -62,7 +62,7 @@ class BackboneConfig:
 class HeadConfig:
     name: str = "paper"
     channels: int = 1024
-    rates: Optional[list[int]] = None
+    rates: list[int] | None = None
     lr_mult: float = 1.0
 
 
@@ -123,9 +123,9 @@ class TrainerConfig:
     resume: str = "auto"  # auto | none | <path to a checkpoint>
     deterministic: bool = False
     progress: bool = True  # tqdm bars
-    clip_grad_norm: Optional[float] = None
-    init_from: Optional[str] = None  # a checkpoint whose model weights start the run (not resumed)
-    stop_at: Optional[int] = None  # stop with a checkpoint after this iteration (a job's time slice); resume goes on
+    clip_grad_norm: float | None = None
+    init_from: str | None = None  # a checkpoint whose model weights start the run (not resumed)
+    stop_at: int | None = None  # stop with a checkpoint after this iteration (a job's time slice); resume goes on
 
 
 @dataclass
@@ -137,7 +137,7 @@ class EvalConfig:
     flip: bool = False
     official: bool = False  # Cityscapes: also run cityscapesscripts' evaluation
     split: str = "val"
-    max_images: Optional[int] = None  # evaluate on the first N images only
+    max_images: int | None = None  # evaluate on the first N images only
     num_workers: int = 2
 
 
@@ -145,11 +145,11 @@ class EvalConfig:
 class LoggerConfig:
     name: str = "wandb"  # wandb | none (metrics.jsonl, summary.json and config.yaml are always written)
     project: str = "segdcn"
-    entity: Optional[str] = None
-    group: Optional[str] = None  # default: the sweep's name under -m, so a sweep's runs share one
+    entity: str | None = None
+    group: str | None = None  # default: the sweep's name under -m, so a sweep's runs share one
     tags: list[str] = field(default_factory=list)
     job_type: str = "train"
-    mode: Optional[str] = None  # online | offline | disabled; default: $WANDB_MODE, else offline
+    mode: str | None = None  # online | offline | disabled; default: $WANDB_MODE, else offline
     log_images: int = 4  # validation images with predicted and true masks per evaluation
 
 
@@ -162,7 +162,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    experiment: Optional[str] = None  # the experiment's name (set by conf/experiment/*.yaml)
+    experiment: str | None = None  # the experiment's name (set by conf/experiment/*.yaml)
     seed: int = 0
 
 

@@ -152,7 +152,7 @@ def run(cfg: DictConfig, run_dir: str | Path, chosen_dataset: str | None, overri
     """Loads the checkpoint, evaluates, writes summary.json and config.yaml to run_dir; the summary."""
     from hydra.utils import to_absolute_path
 
-    from segdcn.data import build_dataset, build_transforms, label_set
+    from segdcn.data import build_dataset, label_set
     from segdcn.engine.checkpoint import load_checkpoint, model_from_checkpoint
     from segdcn.engine.evaluate import evaluate
 
@@ -178,8 +178,7 @@ def run(cfg: DictConfig, run_dir: str | Path, chosen_dataset: str | None, overri
             f"eval.official=true runs cityscapesscripts' evaluation, but the dataset is {dataset_cfg.name} "
             f"(layout {dataset_cfg.layout}); use it with dataset=cityscapes"
         )
-    # the evaluation transform for any split: build_dataset would give the train split its augmentation
-    dataset = build_dataset(dataset_cfg, cfg.eval.split, transforms=build_transforms(dataset_cfg, train=False))
+    dataset = build_dataset(dataset_cfg, cfg.eval.split, augment=False)
     names = list(label_set(dataset_cfg.name).names)
 
     writer = None

@@ -151,13 +151,15 @@ def build_dataset(
     *,
     check_labels: bool = True,
     verify_files: bool = True,
+    augment: bool | None = None,
 ) -> SegmentationFiles:
     """The dataset of `split` (a key of dataset.splits: train, val). transforms: left out, the
-    config's (training augmentation for "train", evaluation for any other split); None, raw
-    tensors (uint8 image, int64 label); or any callable (image, label) -> (image, label)."""
+    config's: the training augmentation if `augment` (by default: for the "train" split), else the
+    evaluation transform; None, raw tensors (uint8 image, int64 label); or any callable
+    (image, label) -> (image, label)."""
     cfg = validate(dataset_cfg)
     if transforms is DEFAULT:
-        transforms = build_transforms(cfg, train=split == "train")
+        transforms = build_transforms(cfg, train=split == "train" if augment is None else augment)
     labels = label_set(cfg["name"])
     root = Path(cfg["root"]).expanduser()
     name = list_name(cfg, split)

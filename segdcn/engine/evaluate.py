@@ -116,7 +116,7 @@ def evaluate(
         raise ValueError(
             "evaluate: the dataset applies the training augmentation (random scale, crop, flip), so its items "
             "are not the images and labels to score; build it with "
-            "build_dataset(cfg.dataset, split, transforms=build_transforms(cfg.dataset, train=False))"
+            "build_dataset(cfg.dataset, split, augment=False)"
         )
     count = len(dataset)
     max_images = getattr(eval_cfg, "max_images", None)

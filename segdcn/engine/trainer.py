@@ -140,7 +140,7 @@ class Trainer:
         self.num_classes = int(cfg.dataset.num_classes)
         self.ignore_index = int(cfg.dataset.ignore_index)
         self.train_set = build_dataset(cfg.dataset, "train")
-        self.val_set = build_dataset(cfg.dataset, cfg.eval.split)
+        self.val_set = build_dataset(cfg.dataset, cfg.eval.split, augment=False)
 
         model = build_model(cfg.model, self.num_classes)
         if t.init_from:
