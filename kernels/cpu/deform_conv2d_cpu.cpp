@@ -370,10 +370,12 @@ struct TiledDeformConv {
         const int64_t r1 = std::min(r0 + tile_rows, m * P);
         const at::Tensor tile = cols.narrow(0, 0, r1 - r0);
         sample_rows(c, r0, r1, tile.mutable_data_ptr<T>());
+        // The GEMM writes each image's [C_out / groups, positions] block of the output in place:
+        // no transposed copy of the product.
         for (int64_t k = 0; k < g.groups; ++k) {
-          const at::Tensor product = at::mm(group(tile, k), weight[k].t());  // [rows, C_out / groups]
           for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
-            out[n][k].narrow(1, p, len).copy_(product.narrow(0, t, len).t());
+            at::Tensor block = out[n][k].narrow(1, p, len);
+            at::mm_out(block, weight[k], group(tile, k).narrow(0, t, len).t());
           });
         }
       }
@@ -388,7 +390,6 @@ struct TiledDeformConv {
     const bool need_offset = grad_offset.defined();
     at::Tensor gcols = at::empty({tile_rows, row}, input.options());
     at::Tensor cols = need_weight ? at::empty({tile_rows, row}, input.options()) : at::Tensor();
-    at::Tensor gout_rows = at::empty({tile_rows, g.out_channels}, input.options());
     const int64_t images = std::min(chunk_images, g.batch);
     at::Tensor padded_input = padded_buffer(g, images, input.options());
     at::Tensor padded_grad = need_input ? padded_buffer(g, images, input.options()) : at::Tensor();
@@ -403,20 +404,18 @@ struct TiledDeformConv {
       T* gmask = need_offset && g.use_mask ? grad_mask.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr;
       for (int64_t r0 = 0; r0 < m * P; r0 += tile_rows) {
         const int64_t r1 = std::min(r0 + tile_rows, m * P), rows = r1 - r0;
-        at::Tensor gout_tile = gout_rows.narrow(0, 0, rows);  // [rows, C_out]
-        for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
-          gout_tile.narrow(0, t, len).copy_(gout[n].narrow(1, p, len).t());
-        });
         at::Tensor gcol_tile = gcols.narrow(0, 0, rows);
         at::Tensor col_tile = need_weight ? cols.narrow(0, 0, rows) : at::Tensor();
+        // The GEMMs read grad_output's [C_out, positions] blocks transposed in place.
+        auto gout_block = [&](int64_t n, int64_t k, int64_t p, int64_t len) {
+          return gout[n].narrow(0, k * per_out, per_out).narrow(1, p, len);
+        };
         if (need_input || need_offset) {
           for (int64_t k = 0; k < g.groups; ++k) {
-            const at::Tensor gout_k = gout_tile.narrow(1, k * per_out, per_out);
-            if (g.groups == 1) {
-              at::mm_out(gcol_tile, gout_k, weight[k]);
-            } else {
-              group(gcol_tile, k).copy_(at::mm(gout_k, weight[k]));
-            }
+            for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
+              at::Tensor block = group(gcol_tile, k).narrow(0, t, len);
+              at::mm_out(block, gout_block(n, k, p, len).t(), weight[k]);
+            });
           }
         }
         if (need_offset) {
@@ -427,8 +426,11 @@ struct TiledDeformConv {
         }
         if (need_input) scatter_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), grad_padded.mutable_data_ptr<T>());
         if (need_weight) {
-          for (int64_t k = 0; k < g.groups; ++k)
-            grad_weight[k].addmm_(gout_tile.narrow(1, k * per_out, per_out).t(), group(col_tile, k));
+          for (int64_t k = 0; k < g.groups; ++k) {
+            for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
+              grad_weight[k].addmm_(gout_block(n, k, p, len), group(col_tile, k).narrow(0, t, len));
+            });
+          }
         }
       }
       if (need_input) {
