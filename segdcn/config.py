@@ -9,10 +9,15 @@ builders check values further (ranges, choices) and name the key in their errors
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any  # noqa: UP035 - OmegaConf reads typing.Optional, not X | None, on 3.10
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+# The Hydra apps' config folder, as an absolute path: Hydra resolves a relative config_path against the
+# calling module, which a console-script entry point (segdcn-train) does not provide as a file.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 # ---- dataset (conf/dataset/*.yaml; checked further by segdcn.data.builder.validate) ----
 
@@ -56,6 +61,8 @@ class BackboneConfig:
     output_stride: int = 16
     pretrained: str | None = None
     frozen_stages: int = 0
+    res5_dilation: int | None = None  # the paper's Table 3: 4, 6 or 8 in every res5 3x3 conv; null: from output_stride
+    width: int = 64  # stem and res2 channels (torchvision's 64; narrower ResNets train from scratch)
 
 
 @dataclass

@@ -242,7 +242,7 @@ def run(cfg: DictConfig, run_dir: str | Path, chosen_dataset: str | None, overri
     return summary
 
 
-@hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
+@hydra.main(config_path=segdcn.config.CONF_DIR, config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     summary = run(

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 import segdcn.config  # noqa: F401 - registers the structured-config schemas before Hydra composes
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path=segdcn.config.CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     from segdcn.engine.trainer import Trainer  # torch and the models load after Hydra has parsed the CLI
 

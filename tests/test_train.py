@@ -338,3 +338,14 @@ def test_resume_from_a_missing_path_names_the_key(data_root, tmp_path):
     cfg = compose_train(*overrides(data_root, tmp_path / "run", f"trainer.resume={tmp_path}/nope.pt"))
     with pytest.raises(CheckpointNotFoundError, match=r"trainer\.resume=.*nope\.pt: no such checkpoint"):
         Trainer(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("command", ["segdcn-train", "segdcn-eval"])
+def test_console_scripts_find_the_configs_from_any_directory(command, tmp_path):
+    # an entry point gives Hydra no calling file, so a relative config_path would not resolve
+    script = Path(sys.executable).parent / command
+    if not script.exists():
+        pytest.fail(f"{script} is missing: the console scripts come from `make install` (pyproject [project.scripts])")
+    result = subprocess.run([str(script), "--cfg", "job"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "dataset:" in result.stdout or "ckpt:" in result.stdout
