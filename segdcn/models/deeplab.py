@@ -20,9 +20,9 @@ def upsample_logits(logits: Tensor, size: tuple[int, int], stride: int) -> Tenso
     n_h, n_w = logits.shape[-2:]
     inner = (min(stride * (n_h - 1) + 1, height), min(stride * (n_w - 1) + 1, width))
     out = F.interpolate(logits, size=inner, mode="bilinear", align_corners=True)
-    if inner != (height, width):
-        out = F.pad(out, (0, width - inner[1], 0, height - inner[0]), mode="replicate")
-    return out
+    # Padded even when nothing is missing (then a copy): a branch on the size would specialise
+    # torch.export programs and ONNX files to sizes of the form k * stride + 1, or to the others.
+    return F.pad(out, (0, width - inner[1], 0, height - inner[0]), mode="replicate")
 
 
 class DeepLab(nn.Module):
