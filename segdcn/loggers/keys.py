@@ -18,6 +18,7 @@ KEY_CONFIG = (
     "model.dcn.layers",
     "model.dcn.at",
     "model.dcn.modulated",
+    "model.backbone.res5_dilation",
     "seed",
     "trainer.max_iters",
     "trainer.batch_size",

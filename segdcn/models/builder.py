@@ -26,7 +26,8 @@ def freeze_stages(backbone: ResNet, stages: int) -> None:
 
 
 def build_backbone(spec: ModelSpec) -> ResNet:
-    backbone = ResNet(spec.backbone.depth, spec.backbone.output_stride, norm_layer(spec.norm))
+    b = spec.backbone
+    backbone = ResNet(b.depth, b.output_stride, norm_layer(spec.norm), res5_dilation=b.res5_dilation, width=b.width)
     d = spec.dcn
     make_deformable(
         backbone,

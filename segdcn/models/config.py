@@ -18,7 +18,8 @@ from .dcn import OFFSET_DILATIONS
 from .heads import HEADS
 from .naming import STAGE_BLOCKS, conv3x3_paths, conv3x3_paths_of, last_conv3x3_paths
 from .norm import NORMS
-from .resnet import OUTPUT_STRIDES
+from .pretrained import is_none
+from .resnet import IMAGENET_WIDTH, OUTPUT_STRIDES
 
 BACKBONES = tuple(f"resnet{d}" for d in STAGE_BLOCKS)
 FROZEN_STAGES = range(0, 6)  # 1 = stem (conv1), 2 = + res2, ..., 5 = + res5
@@ -30,6 +31,8 @@ class BackboneSpec:
     output_stride: int = 16
     pretrained: str | None = None  # imagenet | imagenet1k_v1 | imagenet1k_v2 | none | <path>
     frozen_stages: int = 0  # the official code freezes conv1 and res2: 2
+    res5_dilation: int | None = None  # None: a trous from the output stride; 4, 6, 8: the paper's Table 3
+    width: int = 64  # channels of the stem and res2 (torchvision's 64); narrower only from scratch
 
     @property
     def depth(self) -> int:
@@ -143,7 +146,21 @@ def parse_model_cfg(cfg: Any) -> ModelSpec:
         output_stride=_choice("model.backbone.output_stride", b.get("output_stride", bd.output_stride), OUTPUT_STRIDES),
         pretrained=pretrained,
         frozen_stages=_int("model.backbone.frozen_stages", b.get("frozen_stages", bd.frozen_stages), 0, 5),
+        res5_dilation=b.get("res5_dilation", bd.res5_dilation),
+        width=_int("model.backbone.width", b.get("width", bd.width), 1),
     )
+    if backbone.res5_dilation is not None:
+        _int("model.backbone.res5_dilation", backbone.res5_dilation, 1)
+        if backbone.output_stride == 32:
+            raise ValueError(
+                f"model.backbone.res5_dilation={backbone.res5_dilation} needs res5 at stride 1: "
+                "model.backbone.output_stride 8 or 16, got 32"
+            )
+    if backbone.width != IMAGENET_WIDTH and not is_none(pretrained):
+        raise ValueError(
+            f"model.backbone.width={backbone.width} has no pretrained weights (they exist for width "
+            f"{IMAGENET_WIDTH}); set model.backbone.pretrained=none"
+        )
     rates = h.get("rates", hd.rates)
     if rates is not None:
         if not isinstance(rates, list | tuple) or not rates:

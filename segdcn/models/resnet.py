@@ -17,6 +17,14 @@ one. In the paper's Caffe ResNet-101 the stride sits in res5a's first 1x1 conv, 
 v1.5 blocks the stride sits in res5a's 3x3 conv itself, so res5a's 3x3 keeps dilation 1 and
 res5b/c get 2 (torchvision's `replace_stride_with_dilation` and mmseg's contract_dilation do
 the same). Basic blocks stride in conv1: it keeps the previous dilation, conv2 gets the new.
+
+Two knobs beyond torchvision's:
+- `res5_dilation` sets the dilation of every 3x3 conv in res5 (res5a's too, as in the paper's
+  Caffe model), for the paper's Table 3, which compares res5 with atrous dilation 4, 6 and 8
+  against deformable res5; it needs res5 at stride 1 (output stride 8 or 16).
+- `width` is the channel count of the stem and res2 (torchvision: 64; each later stage
+  doubles it): a narrower ResNet trains from scratch in minutes on a CPU (the demo). Only
+  width 64 has ImageNet weights.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from torch import Tensor, nn
 from .naming import BOTTLENECK_DEPTHS, STAGE_BLOCKS
 
 OUTPUT_STRIDES = (8, 16, 32)
+IMAGENET_WIDTH = 64  # the stem's channels in every ImageNet ResNet
 
 Norm = Callable[[int], nn.Module]
 
@@ -106,22 +115,40 @@ def stage_strides_and_dilations(output_stride: int) -> list[tuple[int, int]]:
 class ResNet(nn.Module):
     """ResNet without avgpool/fc; forward returns the last stage's features (output stride OS)."""
 
-    def __init__(self, depth: int, output_stride: int = 32, norm: Norm = nn.BatchNorm2d):
+    def __init__(
+        self,
+        depth: int,
+        output_stride: int = 32,
+        norm: Norm = nn.BatchNorm2d,
+        res5_dilation: int | None = None,
+        width: int = IMAGENET_WIDTH,
+    ):
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"ResNet depth must be one of {', '.join(map(str, STAGE_BLOCKS))}, got {depth!r}")
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"model.backbone.width must be a positive integer, got {width!r}")
         self.depth = depth
         self.output_stride = output_stride
         block = Bottleneck if depth in BOTTLENECK_DEPTHS else BasicBlock
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = norm(64)
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = norm(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        in_channels, previous = 64, 1
+        in_channels, previous = width, 1
         plans = stage_strides_and_dilations(output_stride)
+        if res5_dilation is not None:
+            if plans[3][0] != 1 or res5_dilation < 1:
+                raise ValueError(
+                    f"model.backbone.res5_dilation={res5_dilation!r} needs res5 at stride 1 (output stride 8 or 16) "
+                    f"and a positive dilation; got output stride {output_stride}"
+                )
+            plans[3] = (1, res5_dilation)
         for i, (blocks, planes, (stride, dilation)) in enumerate(
-            zip(STAGE_BLOCKS[depth], (64, 128, 256, 512), plans, strict=True), start=1
+            zip(STAGE_BLOCKS[depth], [width * 2**k for k in range(4)], plans, strict=True), start=1
         ):
+            if i == 4 and res5_dilation is not None:
+                previous = res5_dilation  # the paper's Table 3: every res5 3x3 conv, res5a's included
             stage, in_channels = self._stage(block, in_channels, planes, blocks, stride, dilation, previous, norm)
             previous = dilation
             self.add_module(f"layer{i}", stage)
