@@ -1,0 +1,115 @@
+"""What the analysis tools read: a checkpoint's model, its dataset (with Hydra-style overrides), one image.
+
+    model, train_cfg = model_from_checkpoint(ckpt)
+    dataset_cfg = dataset_config(train_cfg, ["dataset.root=/data/voc"], ckpt)   # or ["dataset=cityscapes", ...]
+    image = prepare_image(rgb_uint8, dataset_cfg)                                   # as the evaluation feeds it
+
+The overrides mean what they mean to segdcn-eval (one rule, segdcn.eval.resolve_dataset_config): by
+default the checkpoint's own dataset config, with `dataset.<key>=<value>` applied on top;
+`dataset=<name>` takes conf/dataset/<name>.yaml instead.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+import segdcn
+
+CONF_DIR = Path(segdcn.__file__).resolve().parents[1] / "conf"
+
+
+def pop_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(other arguments, dataset overrides): the `dataset=...`/`dataset.<key>=...` words of a command line,
+    wherever they stand (so they never land in an option's list, e.g. after --points)."""
+    pattern = re.compile(r"^[+~]{0,2}dataset(\.[\w.]+)?=")
+    overrides = [word for word in argv if pattern.match(word)]
+    return [word for word in argv if not pattern.match(word)], overrides
+
+
+def split_overrides(overrides: list[str]) -> tuple[str | None, list[str]]:
+    """(chosen dataset name or None, dataset.<key> paths set) of `dataset...` overrides; anything else is an error."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from segdcn.eval import dataset_overrides
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception as error:  # Hydra's OverrideParseException; its message names the bad text
+        raise ValueError(f"cannot read the overrides {overrides}: {error}") from error
+    chosen = None
+    for override in parsed:
+        key = override.key_or_group
+        if key == "dataset":
+            chosen = override.value()
+        elif not key.startswith("dataset."):
+            raise ValueError(
+                f"override {override.input_line!r}: only dataset=<name> and dataset.<key>=<value> are accepted here"
+            )
+    return chosen, dataset_overrides(list(overrides))
+
+
+def dataset_config(train_cfg: DictConfig, overrides: list[str], ckpt: str | Path = "checkpoint") -> DictConfig:
+    """The dataset config for a checkpoint trained with `train_cfg`, under Hydra-style dataset overrides."""
+    from hydra import compose, initialize_config_dir
+
+    import segdcn.config  # noqa: F401 - registers the schemas the eval config starts from
+    from segdcn.eval import resolve_dataset_config
+
+    chosen, overridden = split_overrides(overrides)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("eval", overrides=[f"ckpt={ckpt}", *overrides])
+    dataset = resolve_dataset_config(cfg, train_cfg, chosen, overridden)
+    classes = int(train_cfg.dataset.num_classes)
+    if int(dataset.num_classes) != classes:
+        raise ValueError(
+            f"checkpoint {ckpt} predicts {classes} classes ({train_cfg.dataset.name}) but dataset {dataset.name} has "
+            f"{dataset.num_classes}; choose a dataset with its classes"
+        )
+    return dataset
+
+
+def prepare_image(image: np.ndarray, dataset_cfg: DictConfig) -> torch.Tensor:
+    """uint8 [H, W, 3] RGB -> the normalised [3, h, w] tensor the evaluation feeds the model
+    (resized to dataset.eval.short_side when set)."""
+    from segdcn.data import build_transforms
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [H, W, 3] RGB, got {image.dtype} {image.shape}")
+    transform = build_transforms(dataset_cfg, train=False)
+    tensor, _ = transform(image, np.zeros(image.shape[:2], dtype=np.uint8))
+    return tensor
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as uint8 [H, W, 3] RGB; the error names the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--image {path}: no such file")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"--image {path}: not a readable image ({error})") from error
+
+
+def read_label_map(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """A label PNG (class indices, palette or grey) of the image's size as an int64 [H, W] map."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--label {path}: no such file")
+    with Image.open(path) as image:
+        label = np.asarray(image).astype(np.int64)
+    if label.shape != tuple(shape):
+        raise ValueError(
+            f"--label {path} is {label.shape[1]}x{label.shape[0]}; expected the image's {shape[1]}x{shape[0]}"
+        )
+    return label

@@ -1,0 +1,86 @@
+"""Training runs under a directory (e.g. `make demo`'s outputs/demo): their summaries and checkpoints.
+
+    runs = find_runs("outputs/demo")                 # every folder with a summary.json, sorted by path
+    by_layers = group_by(runs, "model.dcn.layers")   # {0: [...], 3: [...]}
+
+A run's key settings are under summary["config"] as typed on the command line ("model.dcn.layers",
+"seed", ...; segdcn.loggers), its metrics at the top (miou, per_class_iou by class name).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Run:
+    path: Path
+    summary: dict[str, Any]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.summary.get("config") or {}
+
+    @property
+    def miou(self) -> float | None:
+        return self.summary.get("miou")
+
+    @property
+    def per_class_iou(self) -> dict[str, float | None]:
+        return self.summary.get("per_class_iou") or {}
+
+    @property
+    def checkpoint(self) -> Path | None:
+        for name in ("best.pt", "last.pt"):
+            path = self.path / "checkpoints" / name
+            if path.is_file():
+                return path
+        return None
+
+    @property
+    def dcn_layers(self) -> int:
+        """The number of deformable layers: model.dcn.layers, or the count of model.dcn.at names."""
+        at = self.config.get("model.dcn.at") or []
+        return len(at) if at else int(self.config.get("model.dcn.layers") or 0)
+
+
+def find_runs(root: str | Path, finished_only: bool = True) -> list[Run]:
+    """The runs under `root` (any depth), each a folder holding summary.json; errors name the folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"runs directory {root}: no such folder (run `make demo`, or point SEGDCN_RUNS at runs)"
+        )
+    runs = []
+    for path in sorted(root.rglob("summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        if finished_only and summary.get("state", "finished") != "finished":
+            continue
+        runs.append(Run(path.parent, summary))
+    if not runs:
+        raise FileNotFoundError(f"runs directory {root}: no summary.json below it; expected the run folders of a sweep")
+    return runs
+
+
+def group_by(runs: list[Run], key: str) -> dict[Any, list[Run]]:
+    """Runs grouped by a config key's value ("dcn_layers" groups by Run.dcn_layers), keys sorted."""
+    groups: dict[Any, list[Run]] = {}
+    for run in runs:
+        value = run.dcn_layers if key == "dcn_layers" else run.config.get(key)
+        groups.setdefault(value, []).append(run)
+    return dict(sorted(groups.items(), key=lambda item: (item[0] is None, item[0])))
+
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None, int]:
+    """(mean, sample std or 0 for one value, count) over the values that are not None."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None, None, 0
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0, len(present)
