@@ -113,3 +113,13 @@ def read_label_map(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
             f"--label {path} is {label.shape[1]}x{label.shape[0]}; expected the image's {shape[1]}x{shape[0]}"
         )
     return label
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a tool reports as one line (a bad argument, file or config), not as a traceback."""
+    from hydra.errors import HydraException
+
+    from segdcn.data.errors import DatasetError
+    from segdcn.engine.checkpoint import CheckpointError
+
+    return (ValueError, OSError, DatasetError, CheckpointError, HydraException)
