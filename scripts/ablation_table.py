@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""The paper's ablation tables from segdcn runs: our mIoU (mean +- std over seeds), the paper's, the difference.
+
+    python scripts/ablation_table.py multirun/2026-11-22/10-00-00                 # a sweep: Table 1
+    python scripts/ablation_table.py --table 3 multirun/.../table3 outputs/.../deformable
+    python scripts/ablation_table.py --wandb my-team/segdcn --group 2026-11-22_10-00-00
+    python scripts/ablation_table.py outputs/demo/2026-11-22_10-00-00 --rows 0,3  # only these rows expected
+
+Reads each run's summary.json (run directories, or sweep directories searched recursively), or the
+runs of one W&B group through wandb.Api(). Prints the table as Markdown and writes it as CSV, with a
+PNG plot of mIoU against the number of deformable layers, to --out (default: the first directory,
+or the current one with --wandb), with best_run.txt naming the run of the highest mIoU. All runs must
+share one dataset.name and one experiment; runs of another are refused by name (exit 2). Missing
+rows, missing seeds and runs left out (unfinished, no summary.json) are listed by name under the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from segdcn.ablation import (
+    MixedRunsError,
+    build_table,
+    plot_layers,
+    read_run_dirs,
+    runs_from_wandb,
+    to_markdown,
+    write_csv,
+)
+
+
+def parse_rows(text: str) -> list[int]:
+    try:
+        rows = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        rows = []
+    if not rows or min(rows) < 0:
+        raise argparse.ArgumentTypeError(f"--rows takes numbers of deformable layers such as 0,3, got {text!r}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dirs", nargs="*", type=Path, metavar="DIR", help="run or sweep directories")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs of --group from W&B instead")
+    parser.add_argument("--group", help="the W&B group (a sweep's runs share one: its directory's name)")
+    parser.add_argument("--table", choices=("1", "3"), default="1", help="the paper's Table 1 (default) or 3")
+    parser.add_argument("--dataset", help="the table's dataset.name (default: the one all runs share)")
+    parser.add_argument("--experiment", help="the table's experiment (default: the one all runs share)")
+    parser.add_argument(
+        "--paper-dataset",
+        choices=("voc_aug", "cityscapes"),
+        help="the paper column (default: the runs' dataset, or voc_aug for a dataset the paper lacks)",
+    )
+    parser.add_argument("--rows", type=parse_rows, help="Table 1 rows expected, by deformable layers (e.g. 0,3)")
+    parser.add_argument("--out", type=Path, help="folder for ablation_table{1,3}.{csv,png,md}")
+    args = parser.parse_args(argv)
+
+    if args.wandb:
+        if args.dirs or not args.group:
+            parser.error("--wandb ENTITY/PROJECT takes --group G and no directories")
+        runs, problems = runs_from_wandb(args.wandb, args.group)
+        out = args.out or Path(".")
+    else:
+        if not args.dirs:
+            parser.error("give run or sweep directories, or --wandb ENTITY/PROJECT --group G")
+        runs, problems = read_run_dirs(args.dirs)
+        out = args.out or args.dirs[0]
+
+    try:
+        table = build_table(
+            runs,
+            f"table{args.table}",
+            dataset=args.dataset,
+            experiment=args.experiment,
+            paper_dataset=args.paper_dataset,
+            rows=args.rows,
+            problems=problems,
+        )
+    except MixedRunsError as error:
+        print(f"ablation_table.py: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"ablation_table.py: {error}", file=sys.stderr)
+        return 1
+
+    markdown = to_markdown(table)
+    print(markdown)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"ablation_{table.name}"
+    stem.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    written = [write_csv(table, stem.with_suffix(".csv")), plot_layers(table, stem.with_suffix(".png"))]
+    best = table.best_run()
+    # best_run.txt: the best run's directory (or W&B path), for the steps that follow (e.g. export)
+    (out / "best_run.txt").write_text(best.name + "\n", encoding="utf-8")
+    print(f"best run: {best.name} (mIoU {100 * best.miou:.1f})")
+    print("wrote " + ", ".join(str(p) for p in [stem.with_suffix(".md"), *written, out / "best_run.txt"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

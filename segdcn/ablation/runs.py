@@ -1,0 +1,131 @@
+"""Runs as the table sees them: a name, the key config values (CLI keys) and the final mIoU.
+
+Both sources end in `run_from_summary`: a run directory's summary.json (`miou`, `state` and the
+`config` block of key values under their command-line names) and a W&B run (its summary and its
+full nested config, from which the same keys are picked). So the table code that the tests run on
+directories is the code that runs on W&B groups.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from segdcn.loggers.files import SUMMARY_FILE
+from segdcn.loggers.keys import KEY_CONFIG
+
+
+@dataclass(frozen=True)
+class RunResult:
+    name: str  # a run directory or "entity/project/run_id (run name)"
+    config: dict[str, Any]  # KEY_CONFIG values by CLI key ("model.dcn.layers": 3); absent keys are None
+    miou: float | None  # final mIoU as a fraction (summary.json's scale); None: the run has none
+    state: str  # finished | running | failed | crashed | ...
+
+    def get(self, key: str) -> Any:
+        return self.config.get(key)
+
+    @property
+    def usable(self) -> bool:
+        return self.state == "finished" and self.miou is not None and math.isfinite(self.miou)
+
+
+def run_from_summary(name: str, summary: Mapping[str, Any], config: Mapping[str, Any]) -> RunResult:
+    """A RunResult from a summary (summary.json or a W&B run summary) and the run's key config values."""
+    miou = summary.get("miou")
+    if isinstance(miou, bool) or not isinstance(miou, int | float):
+        miou = None
+    return RunResult(
+        name=name,
+        config={key: config.get(key) for key in KEY_CONFIG},
+        miou=None if miou is None else float(miou),
+        state=str(summary.get("state") or "unknown"),
+    )
+
+
+# ---- run and sweep directories ----
+
+
+def _job_dirs(root: Path) -> list[Path]:
+    """Run directories under `root`: those with summary.json, and Hydra job dirs (.hydra/) without one."""
+    with_summary = {path.parent for path in root.rglob(SUMMARY_FILE)}
+    hydra_jobs = {path.parent for path in root.rglob(".hydra")}
+    return sorted(with_summary | hydra_jobs)
+
+
+def read_run_dirs(paths: Iterable[str | Path]) -> tuple[list[RunResult], list[str]]:
+    """Runs from run directories and sweep directories (searched recursively for summary.json).
+
+    Returns (runs, problems): a job directory without summary.json, an unreadable summary, or a path
+    holding no run is a problem line naming the path; the runs found are still returned.
+    """
+    runs, problems = [], []
+    for given in paths:
+        root = Path(given)
+        if not root.is_dir():
+            problems.append(f"{root}: not a directory (expected a run or sweep directory holding {SUMMARY_FILE})")
+            continue
+        found = False
+        for run_dir in _job_dirs(root):
+            found = True
+            summary_path = run_dir / SUMMARY_FILE
+            if not summary_path.exists():
+                problems.append(f"{run_dir}: no {SUMMARY_FILE} (the job failed before training, or still starts)")
+                continue
+            try:
+                summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as error:
+                problems.append(f"{summary_path}: unreadable ({error})")
+                continue
+            runs.append(run_from_summary(str(run_dir), summary, summary.get("config") or {}))
+        if not found:
+            problems.append(f"{root}: no {SUMMARY_FILE} in it or below (expected a run or sweep directory)")
+    return runs, problems
+
+
+# ---- W&B ----
+
+
+def _select(nested: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = nested
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    if isinstance(node, Mapping) and set(node) == {"value"}:  # W&B's older {"key": {"value": v}} form
+        node = node["value"]
+    return node
+
+
+def _plain(value: Any) -> Any:
+    """W&B summary values can be wrapper objects; plain Python values for the table."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def runs_from_wandb(path: str, group: str, api: Any = None) -> tuple[list[RunResult], list[str]]:
+    """The runs of W&B group `group` in project `path` ("entity/project"), through wandb.Api().
+
+    segdcn logs the whole resolved config as the run config, so the key values are picked from it by
+    their dotted CLI names; the run summary holds `miou` like summary.json, and the run state is W&B's.
+    """
+    if path.count("/") != 1 or not all(path.split("/")):
+        raise ValueError(f"--wandb expects ENTITY/PROJECT, got {path!r}")
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    runs, problems = [], []
+    for run in api.runs(path, filters={"group": group}):
+        config = {key: _select(run.config, key) for key in KEY_CONFIG}
+        summary = {key: _plain(run.summary.get(key)) for key in ("miou", "state")}
+        summary["state"] = run.state
+        runs.append(run_from_summary(f"{path}/{run.id} ({run.name})", summary, config))
+    if not runs:
+        problems.append(f"W&B {path}: no runs in group {group!r}")
+    return runs, problems
