@@ -19,10 +19,22 @@ from omegaconf import DictConfig
 import segdcn.config  # noqa: F401 - registers the structured-config schemas before Hydra composes
 
 
+def use_the_platforms_start_method() -> None:
+    """Under hydra-joblib-launcher a job runs in a loky worker, whose default multiprocessing start method
+    is loky's own; DataLoader workers started with it fail to pickle (joblib issue 1104). Jobs start their
+    data workers the platform's way instead."""
+    import multiprocessing
+    import sys
+
+    if multiprocessing.get_start_method(allow_none=True) == "loky":
+        multiprocessing.set_start_method("fork" if sys.platform == "linux" else "spawn", force=True)
+
+
 @hydra.main(config_path=segdcn.config.CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     from segdcn.engine.trainer import Trainer  # torch and the models load after Hydra has parsed the CLI
 
+    use_the_platforms_start_method()
     run_dir = HydraConfig.get().runtime.output_dir
     return Trainer(cfg, run_dir).fit()
 
