@@ -1,4 +1,9 @@
-"""ONNX's DeformConv operator (opset 19), as onnxruntime runs it."""
+"""ONNX's DeformConv operator (opset 19), as onnxruntime runs it, and the translation of deform_conv2d to it.
+
+deform_conv_attributes(stride, padding, dilation, groups, offset_groups)   # the one attribute mapping
+deform_conv_model(...)                      # a one-node model (the op tests' onnxruntime oracle)
+translation_table()                         # for torch.onnx.export(..., dynamo=True, custom_translation_table=)
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,21 @@ import torch
 DEFORM_CONV_OPSET = 19
 # onnxruntime 1.31 reads models up to IR version 13; onnx 1.23 writes 14 unless told.
 IR_VERSION = 10
+MAX_IR_VERSION = 13
 
 _ONNX_DTYPES = {torch.float32: 1, torch.float64: 11}  # onnx.TensorProto.FLOAT, DOUBLE
+
+
+def deform_conv_attributes(stride, padding, dilation, groups: int, offset_groups: int) -> dict:
+    """DeformConv's attributes for deform_conv2d's arguments ((h, w) pairs). ONNX pads list the starts of
+    all axes, then their ends; deform_conv2d pads both sides alike. kernel_shape is left to W's shape."""
+    return {
+        "dilations": [int(d) for d in dilation],
+        "group": int(groups),
+        "offset_group": int(offset_groups),
+        "pads": [int(padding[0]), int(padding[1]), int(padding[0]), int(padding[1])],
+        "strides": [int(s) for s in stride],
+    }
 
 
 def deform_conv_model(
@@ -41,12 +59,8 @@ def deform_conv_model(
         "DeformConv",
         names,
         ["Y"],
-        dilations=list(dilation),
-        group=groups,
         kernel_shape=[kh, kw],
-        offset_group=offset_groups,
-        pads=[padding[0], padding[1], padding[0], padding[1]],
-        strides=list(stride),
+        **deform_conv_attributes(stride, padding, dilation, groups, offset_groups),
     )
     graph = helper.make_graph(
         [node],
@@ -88,3 +102,41 @@ class OrtDeformConv:
         if self.mask:
             feeds["mask"] = np_(mask)
         return torch.from_numpy(self.session.run(["Y"], feeds)[0])
+
+
+# ---- torch.onnx.export (dynamo): the custom ops as DeformConv nodes ----
+
+
+def _segdcn_deform_conv2d(input, weight, offset, mask, bias, stride, padding, dilation, groups, offset_groups):
+    """torch.ops.segdcn.deform_conv2d -> DeformConv. Its schema orders (weight, offset, mask, bias); ONNX's
+    inputs are (X, W, offset, B, mask), with an absent B or mask left empty."""
+    from onnxscript import opset19 as op
+
+    attributes = deform_conv_attributes(stride, padding, dilation, groups, offset_groups)
+    return op.DeformConv(input, weight, offset, bias, mask, **attributes)
+
+
+def _torchvision_deform_conv2d(
+    input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups, use_mask
+):
+    """torch.ops.torchvision.deform_conv2d -> DeformConv. torchvision always passes a bias (zeros when there
+    is none) and a mask tensor, a placeholder unless use_mask: DCNv1 then gets no mask input."""
+    from onnxscript import opset19 as op
+
+    attributes = deform_conv_attributes((stride_h, stride_w), (pad_h, pad_w), (dil_h, dil_w), groups, offset_groups)
+    return op.DeformConv(input, weight, offset, bias, mask if use_mask else None, **attributes)
+
+
+def translation_table() -> dict:
+    """{op overload: onnxscript function} for torch.onnx.export(dynamo=True, custom_translation_table=...):
+    segdcn's deform_conv2d and, when torchvision's ops are loaded, torchvision's (model.dcn.impl=torchvision)."""
+    table = {}
+    if hasattr(torch.ops.segdcn, "deform_conv2d"):  # absent without the extension (the reference runs instead)
+        table[torch.ops.segdcn.deform_conv2d.default] = _segdcn_deform_conv2d
+    try:
+        import torchvision  # noqa: F401 - registers torch.ops.torchvision
+
+        table[torch.ops.torchvision.deform_conv2d.default] = _torchvision_deform_conv2d
+    except (ImportError, AttributeError):
+        pass  # without torchvision's ops no model can contain them
+    return table
