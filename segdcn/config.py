@@ -204,3 +204,50 @@ def register() -> None:
 
 
 register()
+
+
+# ---- segdcn-export and segdcn-predict (conf/export.yaml, conf/predict.yaml) ----
+
+
+@dataclass
+class ExportOptions:
+    opset: int = 19  # ONNX opset; DeformConv needs 19 or later
+    input_size: list[int] | None = None  # [height, width] traced and checked at; null: dataset.train.crop_size
+    tolerance: float = 1e-4  # largest difference to PyTorch, relative to the largest |logit|
+    verify: bool = True  # run each file (onnxruntime, torch.export.load) against PyTorch after writing it
+    wandb: bool = False  # log the files as a W&B artifact of type model (also done when a W&B run is active)
+
+
+@dataclass
+class ExportAppConfig:
+    """segdcn-export (conf/export.yaml): a checkpoint of segdcn-train as ONNX and/or torch.export files."""
+
+    ckpt: str = MISSING
+    format: str = "all"  # onnx | torch_export | all
+    out: str | None = None  # folder of the files; null: the run directory (outputs/export/<date>/<time>)
+    name: str | None = None  # file name without suffix; null: deeplab-<backbone>-dcn<N>[-v2]-<dataset>
+    export: ExportOptions = field(default_factory=ExportOptions)
+    logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(job_type="export"))  # W&B settings
+
+
+@dataclass
+class PredictAppConfig:
+    """segdcn-predict (conf/predict.yaml): label maps of images from a checkpoint or an exported ONNX file."""
+
+    ckpt: str | None = None  # a checkpoint of segdcn-train ...
+    onnx: str | None = None  # ... or an ONNX file of segdcn-export (with its .onnx.json metadata)
+    input: str = MISSING  # an image, a folder (searched recursively) or a glob pattern
+    out: str | None = None  # null: the run directory (outputs/predict/<date>/<time>)
+    batch_size: int = 4  # images of one size per forward pass
+    short_side: int | None = None  # shorter side resized to this; null: the model's dataset.eval.short_side; 0: none
+    mode: str = "slide"  # slide: windows of `window` over larger images (whole image when it fits); whole
+    window: list[int] | None = None  # [height, width]; null: the model's training crop
+    stride: list[int] | None = None  # [height, width]; null: 2/3 of the window
+    overlay_alpha: float = 0.5  # weight of the class colours over the image in the overlays
+    device: str = "auto"  # checkpoints: auto | cpu | cuda | cuda:K (ONNX files run on the CPU)
+    threads: int | None = None  # onnxruntime's intra-op threads; null: its default
+    progress: bool = True
+
+
+ConfigStore.instance().store(name="export_schema", node=ExportAppConfig)
+ConfigStore.instance().store(name="predict_schema", node=PredictAppConfig)
