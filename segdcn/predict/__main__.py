@@ -1,0 +1,6 @@
+"""python -m segdcn.predict ckpt=...|onnx=... input=... (see segdcn.predict.app)."""
+
+from segdcn.predict.app import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""segdcn-predict (also `python -m segdcn.predict`): label maps of images from a checkpoint or an ONNX file.
+
+    segdcn-predict ckpt=outputs/2026-11-22/10-00-00/checkpoints/best.pt input=photos/ out=predictions
+    segdcn-predict onnx=exports/deeplab-resnet101-dcn3-voc_aug.onnx input='photos/*.jpg'
+    segdcn-predict ckpt=... input=leftImg8bit/val window=[769,769] stride=[513,513] batch_size=2
+
+Images are resized as in evaluation (the shorter side to the dataset's eval.short_side), run through
+the model in windows of the training crop (mode=slide; an image no larger than the window is one
+window, i.e. whole-image inference) or whole (mode=whole), and the logits resampled to the input's
+size before the argmax (segdcn.engine.inference.infer, as segdcn-eval does). See segdcn.predict.writer
+for the files written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+import segdcn.config  # noqa: F401 - registers the structured-config schemas before Hydra composes
+from segdcn.export.errors import ExportConfigError
+
+log = logging.getLogger(__name__)
+
+MODES = ("slide", "whole")
+
+
+def _pair(cfg: DictConfig, key: str) -> list[int] | None:
+    value = cfg[key]
+    if value is None:
+        return None
+    value = [int(v) for v in value]
+    if len(value) != 2 or min(value) < 1:
+        raise ExportConfigError(f"{key}={value}; expected [height, width] in pixels")
+    return value
+
+
+def inference_settings(cfg: DictConfig, metadata: dict[str, Any]) -> dict[str, Any]:
+    """mode, window, stride and short_side from the command line, else from the model's metadata."""
+    if cfg.mode not in MODES:
+        raise ExportConfigError(f"mode={cfg.mode!r}; expected one of {', '.join(MODES)}")
+    window = _pair(cfg, "window") or metadata["input"].get("window")
+    stride = _pair(cfg, "stride")
+    mode = cfg.mode if window is not None else "whole"  # no known window: whole images
+    if mode == "slide":
+        stride = stride or [max(1, 2 * w // 3) for w in window]
+        if any(s > w for s, w in zip(stride, window, strict=True)):
+            raise ExportConfigError(f"stride={stride} exceeds window={window}; pixels would be missed")
+    short_side = metadata["input"].get("short_side") if cfg.short_side is None else cfg.short_side
+    if short_side is not None and short_side < 0:
+        raise ExportConfigError(f"short_side={short_side}; expected a size in pixels, 0 (no resize) or null")
+    return {"mode": mode, "window": window, "stride": stride, "short_side": short_side or None}
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    import torch
+    from hydra.utils import to_absolute_path
+    from tqdm import tqdm
+
+    from segdcn.data.transforms import build_eval_transform
+    from segdcn.engine.inference import infer
+    from segdcn.predict.batches import batches
+    from segdcn.predict.inputs import check_readable, find_images
+    from segdcn.predict.sources import open_source
+    from segdcn.predict.writer import PredictionWriter
+
+    if OmegaConf.is_missing(cfg, "input"):
+        raise ExportConfigError("input is required: an image, a folder or a glob pattern, e.g. input='photos/*.jpg'")
+    if cfg.batch_size < 1:
+        raise ExportConfigError(f"batch_size={cfg.batch_size}; expected a positive number of images")
+    images = find_images(to_absolute_path(cfg.input))
+    check_readable(images)  # before the model loads: a bad file fails at once
+    absolute = {k: to_absolute_path(cfg[k]) if cfg[k] else None for k in ("ckpt", "onnx")}
+    source = open_source(absolute["ckpt"], absolute["onnx"], cfg.device, cfg.threads)
+    settings = inference_settings(cfg, source.metadata)
+    normalization = source.metadata["input"]["normalization"]
+    transform = build_eval_transform(settings["short_side"], normalization["mean"], normalization["std"])
+    out_dir = Path(to_absolute_path(cfg.out)) if cfg.out else Path(run_dir)
+    writer = PredictionWriter(out_dir, source.metadata, cfg.overlay_alpha)
+    log.info("%d images through %s (%s)", len(images), source.description, settings)
+
+    start = time.perf_counter()
+    written = []
+    with tqdm(total=len(images), unit="img", desc="predict", disable=not cfg.progress) as bar, torch.no_grad():
+        for batch in batches(images, transform, int(cfg.batch_size)):
+            logits = infer(
+                source.model,
+                batch.tensor.to(source.device),
+                batch.original_size,
+                mode=settings["mode"],
+                window=settings["window"] or 1,
+                stride=settings["stride"] or 1,
+            )
+            predictions = logits.argmax(1).to(torch.uint8).cpu().numpy()
+            for item, image, prediction in zip(batch.items, batch.images, predictions, strict=True):
+                written.append(writer.write(item.name, image, prediction))
+            bar.update(len(batch.items))
+    seconds = time.perf_counter() - start
+    folders = ", ".join(f"{path.parent.relative_to(out_dir).parts[0]}/" for path in written[0].values())
+    print(f"{len(written)} images in {seconds:.1f} s; predictions in {out_dir} ({folders})")
+    return {"out": str(out_dir), "files": [{k: str(v) for k, v in w.items()} for w in written], **settings}
+
+
+@hydra.main(config_path=segdcn.config.CONF_DIR, config_name="predict", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg, HydraConfig.get().runtime.output_dir)
