@@ -7,6 +7,7 @@ notebooks show them inline.
 from __future__ import annotations
 
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -29,7 +30,7 @@ def draw_trace(
     """The image, the sampling locations of each traced layer (colour by layer) and the activation.
 
     scale: (sy, sx) from the model input's pixels to the image's; points map through pixel centres.
-    requested: the (y, x) image point asked for, drawn as a white cross when it is not the activation's.
+    requested: the (y, x) image point asked for (a cross), which moved to the nearest activation.
     """
     height, width = image.shape[:2]
     ax.imshow(image, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
@@ -52,7 +53,16 @@ def draw_trace(
     ax_x, ax_y = to_image(trace.activation.numpy()[None])
     ax.scatter(ax_x, ax_y, s=90, marker="*", c=ACTIVATION_COLOR, edgecolors="white", linewidths=0.8, label="activation")
     if requested is not None:
-        ax.scatter([requested[1]], [requested[0]], s=40, marker="+", c="white", linewidths=1.2, label="requested point")
+        ax.scatter(
+            [requested[1]],
+            [requested[0]],
+            s=50,
+            marker="+",
+            c="black",
+            linewidths=1.2,
+            path_effects=[patheffects.withStroke(linewidth=3, foreground="white")],  # visible on any image
+            label="requested point",
+        )
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])
