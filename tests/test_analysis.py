@@ -29,6 +29,7 @@ from segdcn.analysis import (
     trace_sampling_locations,
 )
 from segdcn.analysis.object_size import BACKGROUND, LARGE, MEDIUM, SMALL, UNGROUPED
+from segdcn.analysis.paper import paper_table2
 from segdcn.analysis.stats import DilationTable, LayerDilationStats
 from segdcn.analysis.table2 import table2_dict, table2_markdown
 from segdcn.models import build_model
@@ -227,6 +228,22 @@ def test_table2_markdown_and_json_put_the_paper_row_beside_ours():
     assert "| res5c (ours) | 2 | - | - | - | 2.0 ± 0.0 (n=16) |" in markdown
     assert "| res5c (paper) | 2 | 5.0 ± 1.0 |" in markdown
     assert "sqrt(area) < 0.1 x shorter image side" in markdown and "R-FCN on VOC 2007" in markdown
+
+
+def test_paper_table2_is_read_from_the_papers_data_file(tmp_path, monkeypatch):
+    paper_module = pytest.importorskip("segdcn.paper")
+    data = tmp_path / "paper.yaml"
+    data.write_text(
+        "table2:\n  setting: R-FCN on VOC 2007\n  dilation: 2\n  rows:\n"
+        "    res5c: {small: [5.3, 3.3], medium: [5.8, 3.5], large: [8.4, 4.5], background: [6.2, 3.0]}\n"
+    )
+    monkeypatch.setattr(paper_module, "DATA_FILE", data)
+    table = paper_table2()
+    assert table["setting"] == "R-FCN on VOC 2007"
+    assert table["rows"]["res5c"]["large"] == {"mean": 8.4, "std": 4.5} and table["rows"]["res5c"]["dilation"] == 2
+    data.write_text("table2:\n  rows:\n    res5c: {small: [5.3, 3.3]}\n")
+    with pytest.raises(ValueError, match="table2.rows.res5c needs"):
+        paper_table2()
 
 
 # ---- the scripts on a short synthetic run ----
