@@ -193,3 +193,11 @@ def test_cli_errors_name_what_is_expected(tmp_path):
     assert "no summary.json" in table_cli(tmp_path).err
     both = table_cli(tmp_path, "--wandb", "team/segdcn", "--group", "g")
     assert both.code == 2 and "takes --group G and no directories" in both.err
+
+
+def test_the_docs_tables_come_from_the_data_file():
+    from segdcn.paper.__main__ import markdown
+
+    text = markdown()
+    assert "| res5a,b,c + res4b20,b21,b22 | 74.8 | 75.1 |" in text and "| atrous, dilation 8 | 73.2 | 72.4 |" in text
+    assert "| DeepLab | 46.0M | 0.084 | 0.610 |" in text
