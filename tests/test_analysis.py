@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from segdcn.analysis import (
 )
 from segdcn.analysis.object_size import BACKGROUND, LARGE, MEDIUM, SMALL, UNGROUPED
 from segdcn.analysis.paper import paper_table2
+from segdcn.analysis.runs import find_runs, group_by, latest_sweep
 from segdcn.analysis.stats import DilationTable, LayerDilationStats
 from segdcn.analysis.table2 import table2_dict, table2_markdown
 from segdcn.models import build_model
@@ -345,3 +348,19 @@ def test_scripts_explain_themselves(name, capsys):
         load_script(name).main(["--help"])
     text = capsys.readouterr().out
     assert exit_.value.code == 0 and "dataset.root" in text and "--ckpt" in text
+
+
+def test_runs_of_the_newest_sweep_grouped_by_deformable_layers(run_dir, tmp_path):
+    """make demo writes outputs/demo/<date>_<time>/<job>: the newest sweep's runs, by number of layers."""
+    sweep = run_dir.parent
+    for name, age in (("2026-01-01_10-00-00", 100), ("2026-01-02_10-00-00", 0)):
+        shutil.copytree(sweep, tmp_path / name, ignore=shutil.ignore_patterns("*.pt"))
+        for summary in (tmp_path / name).glob("*/summary.json"):
+            os.utime(summary, (summary.stat().st_atime, summary.stat().st_mtime - age))
+    newest = latest_sweep(tmp_path)
+    assert newest == tmp_path / "2026-01-02_10-00-00" and latest_sweep(newest) == newest
+    groups = group_by(find_runs(newest), "dcn_layers")
+    assert list(groups) == [0, 3] and all(len(runs) == 1 for runs in groups.values())
+    assert groups[3][0].checkpoint is None and groups[3][0].miou is not None
+    with pytest.raises(FileNotFoundError, match="no summary.json"):
+        latest_sweep(tmp_path / "2026-01-02_10-00-00" / "0" / "checkpoints")

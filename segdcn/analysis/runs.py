@@ -1,6 +1,7 @@
 """Training runs under a directory (e.g. `make demo`'s outputs/demo): their summaries and checkpoints.
 
-    runs = find_runs("outputs/demo")                 # every folder with a summary.json, sorted by path
+    sweep = latest_sweep("outputs/demo")             # the newest sweep (make demo: outputs/demo/<date>_<time>)
+    runs = find_runs(sweep)                          # every folder with a summary.json, sorted by path
     by_layers = group_by(runs, "model.dcn.layers")   # {0: [...], 3: [...]}
 
 A run's key settings are under summary["config"] as typed on the command line ("model.dcn.layers",
@@ -46,6 +47,26 @@ class Run:
         """The number of deformable layers: model.dcn.layers, or the count of model.dcn.at names."""
         at = self.config.get("model.dcn.at") or []
         return len(at) if at else int(self.config.get("model.dcn.layers") or 0)
+
+
+def latest_sweep(root: str | Path) -> Path:
+    """`root` itself when its runs are its own folders (a sweep: root/<job>/summary.json, or a run);
+    else its newest subfolder holding runs. `make demo` writes one sweep per call under
+    outputs/demo/<date>_<time>/<job>, so by default the notebooks read the last demo, not all of them."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"runs directory {root}: no such folder (run `make demo`, or point SEGDCN_RUNS at runs)"
+        )
+    if (root / "summary.json").is_file() or any(root.glob("*/summary.json")):
+        return root
+    sweeps = {}
+    for summary in root.rglob("summary.json"):
+        sweep = root / summary.relative_to(root).parts[0]
+        sweeps[sweep] = max(sweeps.get(sweep, 0.0), summary.stat().st_mtime)
+    if not sweeps:
+        raise FileNotFoundError(f"runs directory {root}: no summary.json below it; expected the run folders of a sweep")
+    return max(sweeps, key=sweeps.get)
 
 
 def find_runs(root: str | Path, finished_only: bool = True) -> list[Run]:
