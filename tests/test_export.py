@@ -20,6 +20,7 @@ from segdcn.engine.checkpoint import CheckpointError, model_from_checkpoint, sav
 from segdcn.export import ExportConfigError, ExportVerificationError, export_model, read_metadata
 from segdcn.export.app import run as export_run
 from segdcn.export.artifact import log_model_artifact
+from segdcn.export.exporter import load_trained_model
 from segdcn.export.onnx import OnnxRunner, check_onnx
 from segdcn.export.shapes import random_input
 
@@ -171,8 +172,8 @@ def test_cli_writes_checked_onnx_and_program_with_metadata_and_artifact(cli_expo
 @pytest.mark.parametrize("which", ["dcn_v2", "torchvision_v2"])
 def test_modulated_deformable_layers_export_with_masks(which, checkpoints, tmp_path):
     """DCNv2 on segdcn's op and on torchvision's (model.dcn.impl=torchvision) both become DeformConv with a mask."""
-    model = pytorch_model(checkpoints[which])
-    (result,) = export_model(model, train_config(), tmp_path, formats=["onnx"], name=which, verify=False)
+    model, train_cfg, _ = load_trained_model(checkpoints[which])
+    (result,) = export_model(model, train_cfg, tmp_path, formats=["onnx"], name=which, verify=False)
     nodes = deform_conv_nodes(result.path)
     assert len(nodes) == 2 and all(len(node.input) == 5 and node.input[4] for node in nodes)
     assert_onnx_matches(result.path, model)

@@ -84,18 +84,14 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     writer = PredictionWriter(out_dir, source.metadata, cfg.overlay_alpha)
     log.info("%d images through %s (%s)", len(images), source.description, settings)
 
+    windows = {"window": settings["window"], "stride": settings["stride"]} if settings["mode"] == "slide" else {}
     start = time.perf_counter()
     written = []
     with tqdm(total=len(images), unit="img", desc="predict", disable=not cfg.progress) as bar, torch.no_grad():
         for batch in batches(images, transform, int(cfg.batch_size)):
-            logits = infer(
-                source.model,
-                batch.tensor.to(source.device),
-                batch.original_size,
-                mode=settings["mode"],
-                window=settings["window"] or 1,
-                stride=settings["stride"] or 1,
-            )
+            # logits at the original size (bilinear), then the argmax: as segdcn-eval scores them
+            images_in = batch.tensor.to(source.device)
+            logits = infer(source.model, images_in, batch.original_size, mode=settings["mode"], **windows)
             predictions = logits.argmax(1).to(torch.uint8).cpu().numpy()
             for item, image, prediction in zip(batch.items, batch.images, predictions, strict=True):
                 written.append(writer.write(item.name, image, prediction))
