@@ -112,6 +112,8 @@ def write_metadata(model_file: str | os.PathLike, metadata: dict[str, Any]) -> P
 
     path = metadata_path(model_file)
     write_json_atomic(path, {**metadata, "file": Path(model_file).name})
+    if Path(model_file).exists():  # readable by whoever may read the model (the temp file was private)
+        os.chmod(path, Path(model_file).stat().st_mode & 0o777)
     return path
 
 
