@@ -76,15 +76,18 @@ def find_runs(root: str | Path, finished_only: bool = True) -> list[Run]:
         raise FileNotFoundError(
             f"runs directory {root}: no such folder (run `make demo`, or point SEGDCN_RUNS at runs)"
         )
-    runs = []
+    runs, unfinished = [], []
     for path in sorted(root.rglob("summary.json")):
         try:
             summary = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from error
         if finished_only and summary.get("state", "finished") != "finished":
+            unfinished.append(f"{path.parent.name} ({summary.get('state')})")  # still training, or stopped
             continue
         runs.append(Run(path.parent, summary))
+    if not runs and unfinished:
+        raise FileNotFoundError(f"runs directory {root}: no finished run yet; {', '.join(unfinished)}")
     if not runs:
         raise FileNotFoundError(f"runs directory {root}: no summary.json below it; expected the run folders of a sweep")
     return runs
