@@ -132,6 +132,7 @@ def plot_layers(table: AblationTable, path: str | Path) -> Path:
         if target is not ax:
             target.set_ylabel(f"paper mIoU on {name} (%)", color="tab:red")
             target.legend(loc="lower right")
+    ax.set_xticks(sorted({r.dcn_layers for r in rows + paper_rows}))  # the table's rows, not fractions
     ax.set_xlabel("deformable 3x3 layers (the last N)")
     ax.set_ylabel(f"mIoU on {table.dataset} (%)")
     ax.set_title(f"{table.name}: {table.experiment}", fontsize=10)
