@@ -172,6 +172,7 @@ def test_local_files(tmp_path):
         "model.dcn.layers": 3,
         "model.dcn.at": [],
         "model.dcn.modulated": False,
+        "model.backbone.res5_dilation": None,
         "seed": 7,
         "trainer.max_iters": 40,
         "trainer.batch_size": cfg.trainer.batch_size,
