@@ -48,6 +48,7 @@ demo: install
 	$(VENV)/bin/segdcn-train -m experiment=demo model.dcn.layers=0,3 seed=0,1 hydra/launcher=joblib_local \
 		dataset.root=$(DEMO_DATA) hydra.sweep.dir=$(DEMO_DIR)
 	$(PY) scripts/ablation_table.py $(DEMO_DIR) --rows 0,3
+	$(VENV)/bin/segdcn-export ckpt=$$(cat $(DEMO_DIR)/best_run.txt)/checkpoints/best.pt format=onnx out=$(DEMO_DIR)/export
 
 bench: install
 	$(PY) scripts/bench_ops.py --threads 1,2 --json bench_ops.json
