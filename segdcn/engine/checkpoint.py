@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import segdcn
+from segdcn.atomic import replace_atomically, temp_prefix
 
 REQUIRED_KEYS = ("model", "config", "segdcn_version")
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype, torch.device)
@@ -78,10 +78,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _temp_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     """Writes `state` to `path` atomically: a reader sees the old file or the new one, never a part.
 
@@ -93,18 +89,9 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     path = Path(path)
     _check_plain(dict(state), "state")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(_temp_prefix(path) + "*.tmp"):
+    for stale in path.parent.glob(temp_prefix(path) + "*.tmp"):
         stale.unlink(missing_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(dict(state), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    replace_atomically(path, lambda handle: torch.save(dict(state), handle))
     _fsync_dir(path.parent)
     return path
 

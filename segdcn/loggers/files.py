@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from segdcn.atomic import replace_atomically
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -40,16 +40,7 @@ def to_jsonable(value: Any) -> Any:
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace `path` by `text` so that a reader (or a kill) never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
