@@ -53,23 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "overrides", nargs="*", help="dataset=<name> and dataset.<key>=<value> overrides (anywhere on the line)"
     )
-    from segdcn.analysis.inputs import pop_overrides
+    from segdcn.analysis.inputs import parse_analysis_args
 
-    rest, overrides = pop_overrides(sys.argv[1:] if argv is None else list(argv))
-    args = parser.parse_args(rest)
-    if args.overrides:
-        parser.error(
-            f"unexpected arguments {args.overrides}: only dataset=<name> and dataset.<key>=<value> overrides "
-            "go without an option name"
-        )
-    args.overrides = overrides
+    args = parse_analysis_args(parser, argv)
     if args.max_images is not None and args.max_images < 1:
         parser.error(f"--max-images must be a positive number of images, got {args.max_images}")
-    try:
-        args.thresholds = tuple(float(v) for v in args.size_thresholds.split(","))
-        assert len(args.thresholds) == 2
-    except (ValueError, AssertionError):
-        parser.error(f"--size-thresholds takes two fractions SMALL,LARGE, e.g. 0.1,0.3; got {args.size_thresholds!r}")
     return args
 
 

@@ -11,7 +11,9 @@ default the checkpoint's own dataset config, with `dataset.<key>=<value>` applie
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,26 @@ def pop_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     pattern = re.compile(r"^[+~]{0,2}dataset(\.[\w.]+)?=")
     overrides = [word for word in argv if pattern.match(word)]
     return [word for word in argv if not pattern.match(word)], overrides
+
+
+def parse_analysis_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The scripts' command line: options through `parser` (whose positional `overrides` catches stray
+    words), the dataset overrides wherever they stand (args.overrides), and --size-thresholds as
+    args.thresholds (SMALL, LARGE)."""
+    rest, overrides = pop_overrides(sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_args(rest)
+    if args.overrides:
+        parser.error(
+            f"unexpected arguments {args.overrides}: only dataset=<name> and dataset.<key>=<value> overrides "
+            "go without an option name"
+        )
+    args.overrides = overrides
+    try:
+        args.thresholds = tuple(float(v) for v in args.size_thresholds.split(","))
+        assert len(args.thresholds) == 2
+    except (ValueError, AssertionError):
+        parser.error(f"--size-thresholds takes two fractions SMALL,LARGE, e.g. 0.1,0.3; got {args.size_thresholds!r}")
+    return args
 
 
 def split_overrides(overrides: list[str]) -> tuple[str | None, list[str]]:
