@@ -97,7 +97,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Each (n, og, k, p) sums over the channels of its offset group in one iteration, so the
-// offset and mask gradients need no atomics.
+// offset and mask gradients need no atomics. The three gradients are linear in the corner
+// values, so the loop sums grad_column * corner per corner and the weights apply once.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     backward_columns_kernel(const scalar_t* input, const scalar_t* offset, const scalar_t* mask,
@@ -114,7 +115,7 @@ __global__ void __launch_bounds__(kThreads)
     acc_t wt[4], dh[4], dw[4];
     bilinear_weights(s.lh, s.lw, wt);
     bilinear_weight_grads(s.lh, s.lw, dh, dw);
-    acc_t grad_h(0), grad_w(0), grad_m(0);
+    acc_t per_corner[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
     for (int64_t c = og * Cg; c < (og + 1) * Cg; ++c) {
       const int64_t row = ((n * g.in_channels + c) * K + k) * P + p;
       acc_t value(0);
@@ -123,17 +124,14 @@ __global__ void __launch_bounds__(kThreads)
         corner_values(input + (n * g.in_channels + c) * plane_size, s, g.height, g.width, x);
         value = corner_sum(wt, x);
         const acc_t gcol = static_cast<acc_t>(grad_columns[row]);
-        const acc_t gm = gcol * m;
-        grad_h += gm * corner_sum(dh, x);
-        grad_w += gm * corner_sum(dw, x);
-        grad_m += gcol * value;
+        for (int j = 0; j < 4; ++j) per_corner[j] += gcol * x[j];
       }
       if (columns) columns[row] = static_cast<scalar_t>(m * value);
     }
     scalar_t* gy = grad_offset + (nog * 2 * K + 2 * k) * P + p;
-    gy[0] = static_cast<scalar_t>(grad_h);
-    gy[P] = static_cast<scalar_t>(grad_w);
-    if (grad_mask) grad_mask[index] = static_cast<scalar_t>(grad_m);
+    gy[0] = static_cast<scalar_t>(m * corner_sum(dh, per_corner));
+    gy[P] = static_cast<scalar_t>(m * corner_sum(dw, per_corner));
+    if (grad_mask) grad_mask[index] = static_cast<scalar_t>(corner_sum(wt, per_corner));
   }
 }
 
