@@ -52,8 +52,8 @@ class Shape:
 DEFAULT_SHAPES = [Shape(n, 512, s, 2) for n in (1, 2) for s in (33, 65)] + [Shape(n, 256, 65, 1) for n in (1, 2)]
 
 
-def timeit(fn, repeat: int, warmup: int = 1) -> float:
-    """Median wall time of fn() in seconds."""
+def timeit(fn, repeat: int, warmup: int = 1) -> list[float]:
+    """Wall times of fn() in seconds, after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -61,7 +61,7 @@ def timeit(fn, repeat: int, warmup: int = 1) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
 def make_inputs(shape: Shape, seed: int = 0):
@@ -85,7 +85,8 @@ def forward_backward(fn, tensors):
     return run
 
 
-def bench_shape(shape: Shape, repeat: int, threads: int, with_torchvision: bool) -> dict:
+def bench_shape(shape: Shape, repeat: int, threads: int, with_torchvision: bool) -> dict[str, list[float]]:
+    """One round of timings of every implementation at one shape: name -> wall times."""
     x, offset, weight, bias = make_inputs(shape)
     d = shape.dilation
     conv = lambda x, w, b: F.conv2d(x, w, b, padding=d, dilation=d)  # noqa: E731
@@ -106,6 +107,12 @@ def bench_shape(shape: Shape, repeat: int, threads: int, with_torchvision: bool)
             row["tv_fwd"] = timeit(lambda: tv(x, offset, weight, bias), repeat)
         row["tv_fwdbwd"] = timeit(forward_backward(tv, (x, offset, weight, bias)), max(1, repeat // 2))
     return row
+
+
+def medians(rounds: list[dict[str, list[float]]]) -> dict[str, float]:
+    """The median over all rounds of each implementation's times."""
+    names = dict.fromkeys(name for r in rounds for name in r)
+    return {name: statistics.median(t for r in rounds for t in r.get(name, [])) for name in names}
 
 
 def ratios(row: dict) -> dict:
@@ -209,7 +216,7 @@ def bench_roi(repeat: int, rois: int = 300, channels: int = 512, size: int = 65,
         row = {"tv_fwd": timeit(lambda: tv(x), repeat), "segdcn_fwd": timeit(lambda: ours(x, offset), repeat)}
     row["tv_fwdbwd"] = timeit(forward_backward(tv, (x,)), repeat)
     row["segdcn_fwdbwd"] = timeit(forward_backward(ours, (x, offset)), repeat)
-    return row
+    return {name: statistics.median(times) for name, times in row.items()}
 
 
 def print_roi_table(rows: list[dict], rois: int, channels: int, size: int) -> None:
@@ -283,7 +290,13 @@ def main(argv=None) -> int:
         default=str(torch.get_num_threads()),
         help="comma-separated thread counts, e.g. 1,2 (default: %(default)s)",
     )
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement; the median is kept")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per implementation and round")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds over all implementations and thread counts; the median over all rounds' runs is kept",
+    )
     parser.add_argument("--no-torchvision", action="store_true", help="skip torchvision (slow on the CPU)")
     parser.add_argument(
         "--memory",
@@ -308,8 +321,8 @@ def main(argv=None) -> int:
         assert len(roi_config) == 3 and min(roi_config) >= 1
     except (ValueError, AssertionError):
         parser.error(f"--roi-config takes three positive integers ROIS,CHANNELS,SIZE, got {args.roi_config!r}")
-    if any(t < 1 for t in thread_counts) or args.repeat < 1:
-        parser.error("--threads and --repeat must be >= 1")
+    if any(t < 1 for t in thread_counts) or args.repeat < 1 or args.rounds < 1:
+        parser.error("--threads, --repeat and --rounds must be >= 1")
 
     info = segdcn.ops.build_info()
     if not info["native"]:
@@ -317,15 +330,22 @@ def main(argv=None) -> int:
         return 1
     print(
         f"segdcn {segdcn.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"float32, CPU; median of {args.repeat} runs"
+        f"float32, CPU; median of {args.rounds} rounds x {args.repeat} runs"
     )
     results = []
-    # thread counts inside the shape loop: a shape's runs are measured back to back, so drift
-    # in the machine's speed affects the scaling figure as little as possible
+    # Rounds and thread counts inside the shape loop: a shape's measurements alternate between
+    # thread counts and repeat over rounds, so a drift in this machine's speed (20-30% between
+    # minutes on a shared VM) spreads over all of them instead of biasing one. torchvision,
+    # the slowest by far and far from its target, is timed in the first round only.
     for shape in [] if args.roi_only else args.shapes:
+        rounds: dict[int, list[dict]] = {t: [] for t in thread_counts}
+        for i in range(args.rounds):
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                with_tv = i == 0 and not args.no_torchvision
+                rounds[threads].append(bench_shape(shape, args.repeat, threads, with_tv))
         for threads in thread_counts:
-            torch.set_num_threads(threads)
-            times = bench_shape(shape, args.repeat, threads, not args.no_torchvision)
+            times = medians(rounds[threads])
             r = ratios(times)
             results.append(
                 {

@@ -455,7 +455,8 @@ struct TiledDeformConv {
         }
       }
       if (need_input) {
-        const at::Tensor summed = threads > 1 ? grad_padded.sum(0) : grad_padded[0];
+        at::Tensor summed = grad_padded[0];
+        for (int64_t t = 1; t < threads; ++t) summed.add_(grad_padded[t]);
         grad_input.narrow(0, n0, m).copy_(summed.narrow(1, 1, g.height).narrow(2, 1, g.width).permute({0, 3, 1, 2}));
       }
     }
