@@ -322,6 +322,29 @@ void scatter_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, at:
   });
 }
 
+// dst[o * dst_stride + p] = src[p * src_stride + o] for p < rows, o < cols, in 32 x 32 blocks
+// spread over the threads: at::Tensor::copy_ of the transposed view moves one element at a
+// time and took as long as the sampling pass.
+template <typename T>
+void transpose_block(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
+                                        int64_t cols) {
+  for (int64_t p = 0; p < rows; ++p)
+    for (int64_t o = 0; o < cols; ++o) dst[o * dst_stride + p] = src[p * src_stride + o];
+}
+
+template <typename T>
+void transpose_into(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows, int64_t cols) {
+  constexpr int64_t B = 32;
+  const int64_t row_blocks = (rows + B - 1) / B, col_blocks = (cols + B - 1) / B;
+  at::parallel_for(0, row_blocks * col_blocks, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t p = (b / col_blocks) * B, o = (b % col_blocks) * B;
+      transpose_block(src + p * src_stride + o, src_stride, dst + o * dst_stride + p, dst_stride,
+                      std::min(B, rows - p), std::min(B, cols - o));
+    }
+  });
+}
+
 // Calls fn(image, first position, count, first row in the tile) for each image's share of
 // rows [r0, r1).
 template <typename Fn>
@@ -353,8 +376,7 @@ struct TiledDeformConv {
     T* dst = weight.mutable_data_ptr<T>();
     at::parallel_for(0, g.out_channels, 1, [&](int64_t begin, int64_t end) {
       for (int64_t o = begin; o < end; ++o)
-        for (int64_t c = 0; c < per_group; ++c)
-          for (int64_t k = 0; k < K; ++k) dst[(o * K + k) * per_group + c] = src[(o * per_group + c) * K + k];
+        transpose_block(src + o * per_group * K, K, dst + o * K * per_group, per_group, per_group, K);
     });
     const int64_t row_bytes = g.in_channels * g.taps() * int64_t(sizeof(T));
     tile_rows = std::max<int64_t>(16, kTileBytes / row_bytes);
@@ -392,7 +414,8 @@ struct TiledDeformConv {
           at::Tensor product = products.narrow(0, 0, r1 - r0);
           at::mm_out(product, group(tile, k), weight[k].t());
           for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
-            out[n][k].narrow(1, p, len).copy_(product.narrow(0, t, len).t());
+            transpose_into(product.const_data_ptr<T>() + t * per_out, per_out,
+                           out[n][k].mutable_data_ptr<T>() + p, P, len, per_out);
           });
         }
       }
