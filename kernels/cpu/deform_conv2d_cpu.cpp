@@ -183,17 +183,71 @@ void modulated_weights(const Tap<T>& tap, T coeff[4]) {
   for (int j = 0; j < 4; ++j) coeff[j] *= tap.m;
 }
 
+// Transposes: dst[o * dst_stride + p] = src[p * src_stride + o] for p < rows, o < cols.
+// at::Tensor::copy_ of a transposed view moves one element at a time; these go in 32 x 32
+// blocks, and cost a fraction of it.
+template <typename T>
+void transpose_block(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows, int64_t cols) {
+  for (int64_t p = 0; p < rows; ++p)
+    for (int64_t o = 0; o < cols; ++o) dst[o * dst_stride + p] = src[p * src_stride + o];
+}
+
+constexpr int64_t kTransposeBlock = 32;
+
+template <typename T>
+void transpose_tiles(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows, int64_t cols) {
+  constexpr int64_t B = kTransposeBlock;
+  for (int64_t p = 0; p < rows; p += B)
+    for (int64_t o = 0; o < cols; o += B)
+      transpose_block(src + p * src_stride + o, src_stride, dst + o * dst_stride + p, dst_stride, std::min(B, rows - p),
+                      std::min(B, cols - o));
+}
+
+// The same, bands of rows spread over the threads.
+template <typename T>
+void transpose_parallel(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows, int64_t cols) {
+  constexpr int64_t B = kTransposeBlock;
+  at::parallel_for(0, (rows + B - 1) / B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b)
+      transpose_tiles(src + b * B * src_stride, src_stride, dst + b * B, dst_stride, std::min(B, rows - b * B), cols);
+  });
+}
+
 // A channels-last buffer [images, H + 2, W + 2, C] with a zero border, allocated once per call
 // and refilled per chunk, so large temporaries are not reallocated image after image.
 at::Tensor padded_buffer(const DeformConvGeometry& g, int64_t images, const at::TensorOptions& options) {
   return at::zeros({images, g.height + 2, g.width + 2, g.in_channels}, options);
 }
 
-// The first m images of `buffer` hold `input` (m images, NCHW) inside their zero border.
+// The first m images of `buffer` hold `input` (m images, NCHW, contiguous) inside their zero
+// border; one task per input row.
+template <typename T>
 at::Tensor fill_padded(at::Tensor& buffer, const at::Tensor& input) {
-  at::Tensor padded = buffer.narrow(0, 0, input.size(0));
-  padded.narrow(1, 1, input.size(2)).narrow(2, 1, input.size(3)).copy_(input.permute({0, 2, 3, 1}));
+  const int64_t m = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
+  at::Tensor padded = buffer.narrow(0, 0, m);
+  const T* src = input.const_data_ptr<T>();
+  T* dst = padded.mutable_data_ptr<T>();
+  at::parallel_for(0, m * H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nh = begin; nh < end; ++nh) {
+      const int64_t n = nh / H, h = nh % H;
+      transpose_tiles(src + n * C * H * W + h * W, H * W, dst + ((n * (H + 2) + h + 1) * (W + 2) + 1) * C, C, C, W);
+    }
+  });
   return padded;
+}
+
+// The inverse: `out` (m images, NCHW, contiguous) = the inside of the first m padded images.
+template <typename T>
+void unpad_into(const at::Tensor& padded, at::Tensor out) {
+  const int64_t m = out.size(0), C = out.size(1), H = out.size(2), W = out.size(3);
+  const T* src = padded.const_data_ptr<T>();
+  T* dst = out.mutable_data_ptr<T>();
+  at::parallel_for(0, m * H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nh = begin; nh < end; ++nh) {
+      const int64_t n = nh / H, h = nh % H;
+      transpose_tiles(src + ((n * (H + 2) + h + 1) * (W + 2) + 1) * C, C, dst + n * C * H * W + h * W, H * W, W, C);
+    }
+  });
 }
 
 // Rows of columns per tile: ~8 MB, so a tile is written and read back by the GEMM while
@@ -322,29 +376,6 @@ void scatter_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, at:
   });
 }
 
-// dst[o * dst_stride + p] = src[p * src_stride + o] for p < rows, o < cols, in 32 x 32 blocks
-// spread over the threads: at::Tensor::copy_ of the transposed view moves one element at a
-// time and took as long as the sampling pass.
-template <typename T>
-void transpose_block(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
-                                        int64_t cols) {
-  for (int64_t p = 0; p < rows; ++p)
-    for (int64_t o = 0; o < cols; ++o) dst[o * dst_stride + p] = src[p * src_stride + o];
-}
-
-template <typename T>
-void transpose_into(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows, int64_t cols) {
-  constexpr int64_t B = 32;
-  const int64_t row_blocks = (rows + B - 1) / B, col_blocks = (cols + B - 1) / B;
-  at::parallel_for(0, row_blocks * col_blocks, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t p = (b / col_blocks) * B, o = (b % col_blocks) * B;
-      transpose_block(src + p * src_stride + o, src_stride, dst + o * dst_stride + p, dst_stride,
-                      std::min(B, rows - p), std::min(B, cols - o));
-    }
-  });
-}
-
 // Calls fn(image, first position, count, first row in the tile) for each image's share of
 // rows [r0, r1).
 template <typename Fn>
@@ -400,7 +431,7 @@ struct TiledDeformConv {
     at::Tensor padded_input = padded_buffer(g, std::min(chunk_images, g.batch), input.options());
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
       const int64_t m = std::min(chunk_images, g.batch - n0);
-      const at::Tensor padded = fill_padded(padded_input, input.narrow(0, n0, m));
+      const at::Tensor padded = fill_padded<T>(padded_input, input.narrow(0, n0, m));
       const Chunk<T> c = chunk(padded, offset.narrow(0, n0, m), g.use_mask ? mask.narrow(0, n0, m) : mask);
       at::Tensor out = output.narrow(0, n0, m).view({m, g.groups, per_out, P});
       for (int64_t r0 = 0; r0 < m * P; r0 += tile_rows) {
@@ -414,8 +445,8 @@ struct TiledDeformConv {
           at::Tensor product = products.narrow(0, 0, r1 - r0);
           at::mm_out(product, group(tile, k), weight[k].t());
           for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
-            transpose_into(product.const_data_ptr<T>() + t * per_out, per_out,
-                           out[n][k].mutable_data_ptr<T>() + p, P, len, per_out);
+            transpose_parallel(product.const_data_ptr<T>() + t * per_out, per_out,
+                               out[n][k].mutable_data_ptr<T>() + p, P, len, per_out);
           });
         }
       }
@@ -439,7 +470,7 @@ struct TiledDeformConv {
                    : at::Tensor();
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
       const int64_t m = std::min(chunk_images, g.batch - n0);
-      const at::Tensor padded = fill_padded(padded_input, input.narrow(0, n0, m));
+      const at::Tensor padded = fill_padded<T>(padded_input, input.narrow(0, n0, m));
       const Chunk<T> c = chunk(padded, offset.narrow(0, n0, m), g.use_mask ? mask.narrow(0, n0, m) : mask);
       at::Tensor grad_padded = need_input ? padded_grads.narrow(1, 0, m) : at::Tensor();
       if (need_input && n0 > 0) grad_padded.zero_();
@@ -480,7 +511,7 @@ struct TiledDeformConv {
       if (need_input) {
         at::Tensor summed = grad_padded[0];
         for (int64_t t = 1; t < threads; ++t) summed.add_(grad_padded[t]);
-        grad_input.narrow(0, n0, m).copy_(summed.narrow(1, 1, g.height).narrow(2, 1, g.width).permute({0, 3, 1, 2}));
+        unpad_into<T>(summed, grad_input.narrow(0, n0, m));
       }
     }
   }
