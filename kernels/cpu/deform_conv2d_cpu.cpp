@@ -8,9 +8,10 @@
 // border, which is the boundary rule of bilinear.h without a test per channel. The columns
 // are positions-major ([P, groups, taps, C / groups], see deform_conv2d.h), so the driver's
 // GEMMs are large and the columns of one position are written contiguously.
-// Parallelism: over positions for the columns and the offset gradient (each position owns
-// its row and its offset gradient), over channel blocks for the input gradient (each block
-// owns its channels of every pixel), so no two threads write the same element.
+// Parallelism: over positions everywhere. Each position owns its row of the columns and its
+// offset gradient; for the input gradient each thread adds into its own buffer (chunk-sized,
+// so the extra memory grows with the threads, not the batch), summed once per chunk. No two
+// threads write the same element.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
