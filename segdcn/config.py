@@ -97,11 +97,12 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd
+    name: str = "sgd"  # sgd | adamw
     lr: float = 1e-3
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd
     weight_decay: float = 5e-4
-    nesterov: bool = False
+    nesterov: bool = False  # sgd
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
     no_decay_norm_bias: bool = False  # weight decay 0 on norm weights and biases
 
 

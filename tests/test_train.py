@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -322,13 +323,15 @@ def test_config_errors_fail_at_start(data_root, tmp_path, override, message):
         (["trainer.precision=fp8"], "trainer.precision='fp8'; expected one of fp32, bf16, fp16"),
         (["trainer.precision=fp16", "trainer.device=cpu"], "trainer.precision=fp16 needs a CUDA device"),
         (["trainer.max_iters=0"], "trainer.max_iters=0; expected a positive integer"),
+        (["optim.name=adam"], "optim.name='adam'; expected one of sgd, adamw"),
+        (["optim=adamw", "optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5]; expected two numbers in [0, 1)"),
     ],
 )
 def test_value_errors_name_the_key(overrides_, message):
     from segdcn.engine.trainer import TrainConfigError, check_config
 
     cfg = compose_train("logger=none", *overrides_)
-    with pytest.raises(TrainConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(TrainConfigError, match=re.escape(message)):
         check_config(cfg, world_size=1, device=torch.device("cpu"))
 
 
@@ -349,3 +352,26 @@ def test_console_scripts_find_the_configs_from_any_directory(command, tmp_path):
     result = subprocess.run([str(script), "--cfg", "job"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "dataset:" in result.stdout or "ckpt:" in result.stdout
+
+
+@pytest.mark.parametrize(("optim", "expected"), [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
+def test_optimizer_follows_the_config(optim, expected):
+    from segdcn.engine.trainer import build_optimizer
+    from segdcn.models import build_model
+
+    cfg = compose_train("logger=none", "experiment=demo", f"optim={optim}", "optim.weight_decay=0.01")
+    model = build_model(cfg.model, 6)
+    optimizer = build_optimizer(model, cfg.optim)
+    assert type(optimizer) is expected
+    decayed = [g for g in optimizer.param_groups if not g["name"].endswith("_no_decay")]
+    assert decayed and all(g["weight_decay"] == 0.01 for g in decayed)
+    if optim == "adamw":
+        assert optimizer.defaults["betas"] == (0.9, 0.999)
+        # decoupled decay: a parameter with zero gradient still shrinks by lr * weight_decay
+        p = next(iter(decayed[0]["params"]))
+        before = p.detach().clone()
+        for q in model.parameters():
+            q.grad = torch.zeros_like(q)
+        optimizer.step()
+        lr = decayed[0]["lr"]
+        assert torch.allclose(p.detach(), before * (1 - lr * 0.01), rtol=1e-6, atol=1e-9)

@@ -50,6 +50,7 @@ from segdcn.models import build_model, param_groups
 log = logging.getLogger("segdcn.train")
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adamw")
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -102,8 +103,21 @@ def check_config(cfg: DictConfig, world_size: int, device: torch.device) -> None
         raise TrainConfigError(f"trainer.stop_at={t.stop_at}; expected a positive iteration or null")
     if t.clip_grad_norm is not None and t.clip_grad_norm <= 0:
         raise TrainConfigError(f"trainer.clip_grad_norm={t.clip_grad_norm}; expected a positive norm or null")
-    if cfg.optim.name != "sgd":
-        raise TrainConfigError(f"optim.name={cfg.optim.name!r}; expected sgd")
+    if cfg.optim.name not in OPTIMIZERS:
+        raise TrainConfigError(f"optim.name={cfg.optim.name!r}; expected one of {', '.join(OPTIMIZERS)}")
+    if cfg.optim.name == "adamw" and (len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas)):
+        raise TrainConfigError(f"optim.betas={list(cfg.optim.betas)}; expected two numbers in [0, 1)")
+
+
+def build_optimizer(model: nn.Module, optim: DictConfig) -> torch.optim.Optimizer:
+    """optim.name=sgd (the paper's) or adamw (decoupled weight decay; trains a network from
+    scratch in fewer steps, which the CPU demo needs)."""
+    groups = param_groups(model, optim.lr, optim.weight_decay, no_decay_norm_bias=optim.no_decay_norm_bias)
+    if optim.name == "adamw":
+        return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+    return torch.optim.SGD(
+        groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay, nesterov=optim.nesterov
+    )
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
@@ -147,13 +161,7 @@ class Trainer:
             load_model_state(model, load_checkpoint(t.init_from)["model"], f"trainer.init_from={t.init_from}")
         model = dist.convert_sync_batchnorm(model, self.device).to(self.device)
         self.model = model
-        self.optimizer = torch.optim.SGD(
-            param_groups(model, cfg.optim.lr, cfg.optim.weight_decay, no_decay_norm_bias=cfg.optim.no_decay_norm_bias),
-            lr=cfg.optim.lr,
-            momentum=cfg.optim.momentum,
-            weight_decay=cfg.optim.weight_decay,
-            nesterov=cfg.optim.nesterov,
-        )
+        self.optimizer = build_optimizer(model, cfg.optim)
         self.schedule = build_schedule(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
         self.iteration = 0
