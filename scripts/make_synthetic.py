@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(
             "--" + name.replace("_", "-"), type=kind, default=default, help=f"{help_text} (default {default})"
         )
+    parser.add_argument(
+        "--flat",
+        action="store_true",
+        help="one colour per object instead of a texture (the background stays textured): an easier set",
+    )
     parser.add_argument("--workers", type=int, default=default_workers(), help="processes (default: all cores)")
     parser.add_argument("--force", action="store_true", help="rewrite even when an identical set is there")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -97,3 +97,27 @@ def test_voc_reader_loads_it_unchanged(small_set):
 def test_bad_config_values_are_named():
     with pytest.raises(ValueError, match="min_extent"):
         SyntheticConfig(min_extent=50, max_extent=20)
+
+
+def object_colour_spreads(config: SyntheticConfig, items: int) -> list[float]:
+    """Per object (eroded away from its outline), the largest per-channel std of its pixels."""
+    spreads = []
+    for index in range(items):
+        image, label, _ = render(config, "train", index)
+        for class_index in range(1, len(SYNTHETIC_CLASSES)):
+            parts, count = scipy.ndimage.label(scipy.ndimage.binary_erosion(label == class_index, iterations=2))
+            for part in range(1, count + 1):
+                inside = parts == part
+                if inside.sum() >= 30:
+                    spreads.append(float(image[inside].astype(np.float64).std(axis=0).max()))
+    return spreads
+
+
+def test_flat_objects_are_one_colour_and_textured_ones_are_not():
+    base = dict(image_size=96, num_train=30, num_val=0, min_extent=20, max_extent=86, max_occluders=0, seed=3)
+    flat = object_colour_spreads(SyntheticConfig(**base, flat=True), 30)
+    textured = object_colour_spreads(SyntheticConfig(**base), 30)
+    assert len(flat) >= 30 and len(textured) >= 30
+    # flat: only the sensor noise (std 5) and the mild illumination gradient remain
+    assert np.percentile(flat, 90) < 10, np.percentile(flat, 90)
+    assert np.median(textured) > 20, np.median(textured)

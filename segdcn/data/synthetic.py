@@ -14,6 +14,12 @@ belongs to:
   (non-rigid, thin-plate-like), partly occluded by one another and by background strokes, and the
   background holds large two-texture regions whose borders are not shapes.
 
+With `flat` (`make_synthetic.py --flat`) each object is one colour (drawn from the same
+distribution for every class) on the textured background: object and background then differ
+locally, and what tells the classes apart is still only the outline at every scale. A small
+network from scratch starts to separate objects from background there after about 600 steps of
+16 images, and not within 700 on the textured set.
+
 So a network with one fixed receptive field is either too small for the large objects or too large
 for the small ones, and a layer that adapts where it samples to the object's size and shape (the
 deformable convolution's thesis) has something to gain.
@@ -63,6 +69,7 @@ class SyntheticConfig:
     max_occluders: int = 2  # background strokes drawn over the objects
     min_visible: float = 0.3  # objects less visible than this are labelled ignore
     jpeg_quality: int = 92
+    flat: bool = False  # one colour per object instead of a texture (the background stays textured)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -189,9 +196,11 @@ def fill_polygon(outline: np.ndarray, shape: tuple[int, int], antialiased: bool 
 TEXTURES = ("stripes", "checks", "blotches", "speckle", "gradient")
 
 
-def texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def texture(rng: np.random.Generator, height: int, width: int, flat: bool = False) -> np.ndarray:
     """float32 [height, width, 3] in about 0..255: two random colours mixed by a random pattern
-    (its phase is random, so a patch is as good as a crop of a larger texture)."""
+    (its phase is random, so a patch is as good as a crop of a larger texture); one colour if flat."""
+    if flat:
+        return np.broadcast_to(rng.uniform(0, 255, size=3).astype(np.float32), (height, width, 3)).copy()
     kind = TEXTURES[rng.integers(len(TEXTURES))]
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, math.pi)
@@ -216,16 +225,18 @@ def texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return colours[0] + (colours[1] - colours[0]) * weight[..., None]
 
 
-def distinct_texture(rng: np.random.Generator, behind: np.ndarray, min_distance: float = 50.0) -> np.ndarray:
+def distinct_texture(
+    rng: np.random.Generator, behind: np.ndarray, min_distance: float = 50.0, flat: bool = False
+) -> np.ndarray:
     """A texture the size of `behind` whose mean colour differs from it: objects stand out as regions
     (though not by class)."""
     height, width = behind.shape[:2]
     reference = behind.reshape(-1, 3).mean(axis=0)
-    candidate = texture(rng, height, width)
+    candidate = texture(rng, height, width, flat)
     for _ in range(20):
         if np.linalg.norm(candidate.reshape(-1, 3).mean(axis=0) - reference) >= min_distance:
             break
-        candidate = texture(rng, height, width)
+        candidate = texture(rng, height, width, flat)
     return candidate
 
 
@@ -271,7 +282,7 @@ def render(config: SyntheticConfig, split: str, index: int) -> tuple[np.ndarray,
         inside = fill_polygon(local, (y1 - y0, x1 - x0)).astype(bool)
         alpha = fill_polygon(local, (y1 - y0, x1 - x0), antialiased=True)[..., None].astype(np.float32) / 255
         patch = image[y0:y1, x0:x1]
-        image[y0:y1, x0:x1] = patch * (1 - alpha) + distinct_texture(rng, patch) * alpha
+        image[y0:y1, x0:x1] = patch * (1 - alpha) + distinct_texture(rng, patch, flat=config.flat) * alpha
         owner[y0:y1, x0:x1][inside] = number
         obj["area"] = int(inside.sum())
     for _ in range(int(rng.integers(0, config.max_occluders + 1))):
