@@ -164,7 +164,7 @@ def run(cfg: DictConfig, run_dir: str | Path, chosen_dataset: str | None, overri
     check_settings(cfg, device)
 
     ckpt = load_checkpoint(ckpt_path)  # errors name the file: missing, truncated, not a segdcn checkpoint
-    model, train_cfg = model_from_checkpoint(ckpt, device)
+    model, train_cfg = model_from_checkpoint(ckpt, device, path=ckpt_path)
     del ckpt["model"]
     dataset_cfg = resolve_dataset_config(cfg, train_cfg, chosen_dataset, overridden)
     model_classes = int(train_cfg.dataset.num_classes)

@@ -106,3 +106,16 @@ def test_unreadable_checkpoint_names_the_file(tmp_path):
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {broken}: ")):
         run(compose_eval([f"ckpt={broken}", "device=cpu"]), tmp_path / "run", None, [])
+
+
+def test_weights_that_do_not_fit_their_config_name_the_file(tmp_path):
+    from segdcn.engine.checkpoint import CheckpointError
+
+    path = write_checkpoint(tmp_path / "best.pt", ["dataset=synthetic"])
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"] = ckpt["config"].replace("layers: 0", "layers: 2")  # the weights have no offset convs
+    save_checkpoint(path, ckpt)
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"checkpoint {path}: weights do not match") + ".*missing in the checkpoint"
+    ):
+        run(compose_eval([f"ckpt={path}", "device=cpu"]), tmp_path / "run", None, [])

@@ -163,21 +163,23 @@ def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
 
 
 def model_from_checkpoint(
-    ckpt_or_path: Mapping[str, Any] | str | os.PathLike, device: str | torch.device = "cpu"
+    ckpt_or_path: Mapping[str, Any] | str | os.PathLike,
+    device: str | torch.device = "cpu",
+    path: str | os.PathLike | None = None,
 ) -> tuple[torch.nn.Module, DictConfig]:
     """(model, cfg): the model its config describes (model, dataset.num_classes), with its weights.
 
     No pretrained weights are fetched: the checkpoint's weights replace them, so the backbone is
-    built with pretrained=none.
+    built with pretrained=none. Errors name the file: pass `path` with an already loaded checkpoint.
     """
     from segdcn.models import build_model  # the models pull in the ops extension; only here
 
     if isinstance(ckpt_or_path, (str, os.PathLike)):
-        source = f"checkpoint {ckpt_or_path}"
+        path = ckpt_or_path
         ckpt = load_checkpoint(ckpt_or_path)
     else:
-        source = "checkpoint"
         ckpt = ckpt_or_path
+    source = f"checkpoint {path}" if path is not None else "checkpoint"
     cfg = config_of(ckpt)
     for key in ("model", "dataset"):
         if key not in cfg:

@@ -74,13 +74,10 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
     Errors name the file: missing, unreadable, not a segdcn checkpoint, or weights that do not fit the
     model its config describes (the keys that differ).
     """
-    from segdcn.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from segdcn.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(path)
-    try:
-        model, train_cfg = model_from_checkpoint(ckpt, device)
-    except CheckpointError as error:  # it names "checkpoint", not the file, when given the loaded dict
-        raise CheckpointError(f"checkpoint {path}: {str(error).removeprefix('checkpoint: ')}") from error
+    model, train_cfg = model_from_checkpoint(ckpt, device, path=path)
     return model.eval(), train_cfg, ckpt.get("iteration")
 
 
