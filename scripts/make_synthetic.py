@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from segdcn.data.parallel import default_workers
-from segdcn.data.synthetic import METADATA, SyntheticConfig, format_histogram, generate
+from segdcn.data.synthetic import BACKGROUNDS, METADATA, SyntheticConfig, format_histogram, generate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,8 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     parser.add_argument(
         "--flat",
-        action="store_true",
-        help="one colour per object instead of a texture (the background stays textured): an easier set",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.flat,
+        help="one colour per object (--flat) or a texture like the background's (--no-flat, a harder set) "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--background",
+        choices=sorted(BACKGROUNDS),
+        default=defaults.background,
+        help="textures of the background and the occluding strokes: fine (stripes, checks, speckle: a "
+        "one-colour object stands out locally) or any (also blotches and gradients, which look flat up "
+        "close) (default %(default)s)",
     )
     parser.add_argument("--workers", type=int, default=default_workers(), help="processes (default: all cores)")
     parser.add_argument("--force", action="store_true", help="rewrite even when an identical set is there")

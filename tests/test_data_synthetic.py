@@ -13,7 +13,7 @@ from PIL import Image
 
 from segdcn.data.builder import build_dataset
 from segdcn.data.labels import SYNTHETIC_CLASSES
-from segdcn.data.synthetic import METADATA, SyntheticConfig, generate, render
+from segdcn.data.synthetic import METADATA, SyntheticConfig, generate, place_outline, render
 
 SMALL = SyntheticConfig(image_size=96, num_train=12, num_val=4, max_extent=86, seed=3)
 
@@ -121,3 +121,46 @@ def test_flat_objects_are_one_colour_and_textured_ones_are_not():
     # flat: only the sensor noise (std 5) and the mild illumination gradient remain
     assert np.percentile(flat, 90) < 10, np.percentile(flat, 90)
     assert np.median(textured) > 20, np.median(textured)
+
+
+def flat_looking_fraction(config: SyntheticConfig, items: int, window: int = 9) -> float:
+    """The fraction of pixels whose window x window neighbourhood varies by less than 12 grey levels
+    (std, largest over the channels): where a one-colour object would not stand out."""
+    fractions = []
+    for index in range(items):
+        image = render(config, "train", index)[0].astype(np.float64)
+        mean = scipy.ndimage.uniform_filter(image, size=(window, window, 1))
+        variance = scipy.ndimage.uniform_filter(image**2, size=(window, window, 1)) - mean**2
+        fractions.append(float((np.sqrt(np.clip(variance, 0, None)).max(axis=2) < 12).mean()))
+    return float(np.mean(fractions))
+
+
+def test_fine_backgrounds_vary_everywhere_and_any_backgrounds_do_not():
+    base = dict(image_size=64, max_extent=56, min_objects=0, max_objects=0, max_occluders=0, seed=5)
+    fine = flat_looking_fraction(SyntheticConfig(**base, background="fine"), 30)
+    anything = flat_looking_fraction(SyntheticConfig(**base, background="any"), 30)
+    assert fine < 0.02, fine
+    assert anything > 0.07, anything
+    with pytest.raises(ValueError, match="background"):
+        SyntheticConfig(background="smooth")
+
+
+def rotations(config: SyntheticConfig, draws: int) -> np.ndarray:
+    """Degrees by which place_outline turned an unstretched, unwarped triangle: its first outline point
+    is the apex, which points along +y before the rotation."""
+    rng = np.random.default_rng(0)
+    angles = []
+    for _ in range(draws):
+        outline = place_outline(rng, "triangle", 40.0, config)
+        apex = outline[0] - outline.mean(axis=0)  # evenly spaced points: their mean is the centre
+        angles.append(math.degrees(math.atan2(apex[1], apex[0])) - 90.0)
+    return (np.array(angles) + 180.0) % 360.0 - 180.0
+
+
+def test_rotation_stays_within_max_rotation():
+    base = dict(image_size=64, max_extent=56, max_aspect=1.0, warp=0.0)
+    bounded = rotations(SyntheticConfig(**base, max_rotation=30), 300)
+    assert np.abs(bounded).max() <= 30 + 1e-6 and np.abs(bounded).max() > 27
+    full = rotations(SyntheticConfig(**base, max_rotation=180), 300)
+    assert np.abs(full).max() > 170 and (np.abs(full) > 30).mean() > 0.7
+    np.testing.assert_allclose(rotations(SyntheticConfig(**base, max_rotation=0), 5), 0, atol=1e-6)

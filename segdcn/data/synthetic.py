@@ -52,7 +52,7 @@ SHAPES = SYNTHETIC_CLASSES[1:]
 SPLITS = ("train", "val")
 SIZE_BINS = (2, 4, 8, 16, 32, 64, 128, 256)  # edges of the object-size histogram, in pixels
 METADATA = "synthetic.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: background styles, contrast of fine textures
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,13 @@ class SyntheticConfig:
     min_extent: float = 6.0  # px: an object's diameter before deformation, log-uniform in [min, max]
     max_extent: float = 100.0
     max_aspect: float = 1.5  # objects are stretched by up to this ratio
+    max_rotation: float = 180.0  # degrees: objects are rotated by up to this much either way
     warp: float = 0.06  # amplitude of the smooth non-rigid displacement, as a fraction of the extent
     max_occluders: int = 2  # background strokes drawn over the objects
     min_visible: float = 0.3  # objects less visible than this are labelled ignore
     jpeg_quality: int = 92
     flat: bool = False  # one colour per object instead of a texture (the background stays textured)
+    background: str = "any"  # textures of the background and the strokes: "fine" (see FINE_TEXTURES) or "any"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -81,9 +83,11 @@ class SyntheticConfig:
             "min_extent": 2 <= self.min_extent <= self.max_extent,
             "max_extent": self.max_extent <= 1.5 * self.image_size,
             "max_aspect": self.max_aspect >= 1,
+            "max_rotation": 0 <= self.max_rotation <= 180,
             "warp": 0 <= self.warp <= 0.25,
             "min_visible": 0 <= self.min_visible <= 1,
             "jpeg_quality": 1 <= self.jpeg_quality <= 100,
+            "background": self.background in BACKGROUNDS,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -154,7 +158,7 @@ def place_outline(rng: np.random.Generator, shape: str, extent: float, config: S
     radius = extent / 2
     aspect = math.exp(rng.uniform(-math.log(config.max_aspect), math.log(config.max_aspect)))
     outline = outline * np.array([radius * math.sqrt(aspect), radius / math.sqrt(aspect)])
-    angle = rng.uniform(0, 2 * math.pi)
+    angle = math.radians(rng.uniform(-config.max_rotation, config.max_rotation))
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     outline = outline @ rotation.T
     # Smooth displacement field: three plane waves of 0.4-1.2 cycles per extent, random directions.
@@ -194,14 +198,27 @@ def fill_polygon(outline: np.ndarray, shape: tuple[int, int], antialiased: bool 
 # --- textures -------------------------------------------------------------------------------------
 
 TEXTURES = ("stripes", "checks", "blotches", "speckle", "gradient")
+# Patterns that change within a few pixels everywhere, so that a one-colour object stands out from
+# them locally; blotches and gradients look flat up close.
+FINE_TEXTURES = ("stripes", "checks", "speckle")
+BACKGROUNDS = {"fine": FINE_TEXTURES, "any": TEXTURES}
+FINE_CONTRAST = 80.0  # least distance of a fine texture's two colours (RGB, 0-255), so its pattern shows
 
 
-def texture(rng: np.random.Generator, height: int, width: int, flat: bool = False) -> np.ndarray:
-    """float32 [height, width, 3] in about 0..255: two random colours mixed by a random pattern
-    (its phase is random, so a patch is as good as a crop of a larger texture); one colour if flat."""
+def texture(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    flat: bool = False,
+    kinds: tuple[str, ...] = TEXTURES,
+    min_contrast: float = 0.0,
+) -> np.ndarray:
+    """float32 [height, width, 3] in about 0..255: two random colours (at least `min_contrast` apart)
+    mixed by a random pattern of `kinds` (its phase is random, so a patch is as good as a crop of a
+    larger texture); one colour if flat."""
     if flat:
         return np.broadcast_to(rng.uniform(0, 255, size=3).astype(np.float32), (height, width, 3)).copy()
-    kind = TEXTURES[rng.integers(len(TEXTURES))]
+    kind = kinds[rng.integers(len(kinds))]
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, math.pi)
     u = x * math.cos(angle) + y * math.sin(angle) + rng.uniform(0, 64)
@@ -222,6 +239,10 @@ def texture(rng: np.random.Generator, height: int, width: int, flat: bool = Fals
     else:  # gradient over a random length of 30-150 px
         weight = np.clip(np.abs(np.sin(u / rng.uniform(30, 150) * math.pi / 2)), 0, 1)
     colours = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
+    for _ in range(20 if min_contrast > 0 else 0):
+        if np.linalg.norm(colours[1] - colours[0]) >= min_contrast:
+            break
+        colours[1] = rng.uniform(0, 255, size=3)
     return colours[0] + (colours[1] - colours[0]) * weight[..., None]
 
 
@@ -240,15 +261,21 @@ def distinct_texture(
     return candidate
 
 
-def background(rng: np.random.Generator, size: int) -> np.ndarray:
+def scenery_texture(rng: np.random.Generator, height: int, width: int, style: str) -> np.ndarray:
+    """A texture of the background or of an occluding stroke, of the `style` of SyntheticConfig.background."""
+    fine = style == "fine"
+    return texture(rng, height, width, kinds=BACKGROUNDS[style], min_contrast=FINE_CONTRAST if fine else 0.0)
+
+
+def background(rng: np.random.Generator, size: int, style: str = "any") -> np.ndarray:
     """A texture, and half the time a second one over irregular regions with smooth borders."""
-    image = texture(rng, size, size)
+    image = scenery_texture(rng, size, size, style)
     if rng.random() < 0.5:
         # Coarse noise thresholded at a random level: irregular blobs, not shapes.
         field = cv2.resize(rng.normal(size=(4, 4)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
         threshold = np.quantile(field, rng.uniform(0.3, 0.7))
         region = cv2.GaussianBlur((field > threshold).astype(np.float32), (0, 0), 0.8)[..., None]
-        image = image * (1 - region) + texture(rng, size, size) * region
+        image = image * (1 - region) + scenery_texture(rng, size, size, style) * region
     return image
 
 
@@ -266,7 +293,7 @@ def render(config: SyntheticConfig, split: str, index: int) -> tuple[np.ndarray,
     """Image (uint8 [S, S, 3]), label (uint8 [S, S]) and object records of one item."""
     rng = np.random.default_rng([config.seed, SPLITS.index(split), index])
     size = config.image_size
-    image = background(rng, size)
+    image = background(rng, size, config.background)
     owner = np.full((size, size), -1, np.int16)  # which object each pixel shows, -1 = background
     count = int(rng.integers(config.min_objects, config.max_objects + 1))
     log_min, log_max = math.log(config.min_extent), math.log(config.max_extent)
@@ -296,7 +323,9 @@ def render(config: SyntheticConfig, split: str, index: int) -> tuple[np.ndarray,
         cv2.polylines(canvas, [points], False, 255, thickness, cv2.LINE_AA, shift=4)
         coverage = canvas.astype(np.float32)[..., None] / 255
         patch = image[y0:y1, x0:x1]
-        image[y0:y1, x0:x1] = patch * (1 - coverage) + texture(rng, y1 - y0, x1 - x0) * coverage
+        image[y0:y1, x0:x1] = (
+            patch * (1 - coverage) + scenery_texture(rng, y1 - y0, x1 - x0, config.background) * coverage
+        )
         owner[y0:y1, x0:x1][canvas > 127] = -1  # the stroke occludes: those pixels are background
     # Mild illumination gradient and noise over the whole image.
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
