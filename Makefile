@@ -9,7 +9,7 @@ KERNELS := $(wildcard kernels/*.h kernels/*.cpp kernels/*/*.h kernels/*/*.cpp ke
 STAMP := $(VENV)/.segdcn-installed
 PYTEST_ARGS ?=
 
-.PHONY: install build test test-slow test-gpu demo bench lint clean
+.PHONY: install install-demo build test test-slow test-gpu demo bench lint clean
 
 install: $(STAMP)
 
@@ -21,8 +21,21 @@ $(VENV)/.torch-installed:
 
 # Reinstalls (and rebuilds segdcn._C) only when the package metadata or the kernels change.
 $(STAMP): $(VENV)/.torch-installed pyproject.toml setup.py $(KERNELS)
+	rm -f $(CPU_STAMP)
 	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install --no-build-isolation -e '.[dev]'
 	touch $@
+
+# The demo on a machine without a GPU cannot run the CUDA kernels, and building them costs about four
+# of its fifteen minutes: it takes an up-to-date full install when there is one, else a CPU-only build.
+# Each build removes the other's stamp, so `make test` afterwards rebuilds with the CUDA kernels.
+CPU_STAMP := $(VENV)/.segdcn-installed-cpu
+$(CPU_STAMP): $(VENV)/.torch-installed pyproject.toml setup.py $(KERNELS)
+	rm -f $(STAMP)
+	SEGDCN_CUDA=0 MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install --no-build-isolation -e '.[dev]'
+	touch $@
+
+install-demo:
+	@if $(MAKE) -q install || nvidia-smi -L >/dev/null 2>&1; then $(MAKE) install; else $(MAKE) $(CPU_STAMP); fi
 
 # Incremental rebuild of the extension in place, for kernel development.
 build: install
@@ -43,7 +56,7 @@ test-gpu: install
 # Each step is one line and reads the previous one's files under $(DEMO_DIR).
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 DEMO_DATA := data/synthetic
-demo: install
+demo: install-demo
 	$(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --seed 0 --no-progress
 	$(VENV)/bin/segdcn-train -m experiment=demo model.dcn.layers=0,3 seed=0,1 hydra/launcher=joblib_local \
 		dataset.root=$(DEMO_DATA) hydra.sweep.dir=$(DEMO_DIR)

@@ -51,7 +51,7 @@ def test_objects_cover_a_tenfold_scale_range(tmp_path):
     """One unoccluded object per image, so each label component is a whole object: the object sizes
     measured on the written labels span more than 10x, from a few pixels to most of the image."""
     config = SyntheticConfig(
-        image_size=96, num_train=60, num_val=0, min_objects=1, max_objects=1, max_occluders=0, max_extent=86, seed=0
+        image_size=96, num_train=60, num_val=0, min_objects=1, max_objects=1, min_extent=6, max_extent=86, seed=0
     )
     metadata = generate(tmp_path, config, workers=2, progress=False)
     sizes = []
@@ -116,7 +116,7 @@ def object_colour_spreads(config: SyntheticConfig, items: int) -> list[float]:
 def test_flat_objects_are_one_colour_and_textured_ones_are_not():
     base = dict(image_size=96, num_train=30, num_val=0, min_extent=20, max_extent=86, max_occluders=0, seed=3)
     flat = object_colour_spreads(SyntheticConfig(**base, flat=True), 30)
-    textured = object_colour_spreads(SyntheticConfig(**base), 30)
+    textured = object_colour_spreads(SyntheticConfig(**base, flat=False), 30)
     assert len(flat) >= 30 and len(textured) >= 30
     # flat: only the sensor noise (std 5) and the mild illumination gradient remain
     assert np.percentile(flat, 90) < 10, np.percentile(flat, 90)

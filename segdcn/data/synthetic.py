@@ -57,21 +57,24 @@ FORMAT_VERSION = 2  # 2: background styles, contrast of fine textures
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    image_size: int = 112
+    # The defaults are the demo's set: shape and scale vary, figure and ground differ locally, so a
+    # small network from scratch learns the classes within the demo's minutes. The harder options
+    # (stretch, warp, occluders, textured objects, smooth backgrounds) are off by default.
+    image_size: int = 64
     num_train: int = 2000
     num_val: int = 300
-    min_objects: int = 2
-    max_objects: int = 5
-    min_extent: float = 6.0  # px: an object's diameter before deformation, log-uniform in [min, max]
-    max_extent: float = 100.0
-    max_aspect: float = 1.5  # objects are stretched by up to this ratio
+    min_objects: int = 1
+    max_objects: int = 3
+    min_extent: float = 8.0  # px: an object's diameter before deformation, log-uniform in [min, max]
+    max_extent: float = 56.0
+    max_aspect: float = 1.0  # objects are stretched by up to this ratio
     max_rotation: float = 180.0  # degrees: objects are rotated by up to this much either way
-    warp: float = 0.06  # amplitude of the smooth non-rigid displacement, as a fraction of the extent
-    max_occluders: int = 2  # background strokes drawn over the objects
+    warp: float = 0.0  # amplitude of the smooth non-rigid displacement, as a fraction of the extent
+    max_occluders: int = 0  # background strokes drawn over the objects
     min_visible: float = 0.3  # objects less visible than this are labelled ignore
     jpeg_quality: int = 92
-    flat: bool = False  # one colour per object instead of a texture (the background stays textured)
-    background: str = "any"  # textures of the background and the strokes: "fine" (see FINE_TEXTURES) or "any"
+    flat: bool = True  # one colour per object instead of a texture like the background's
+    background: str = "fine"  # textures of the background and the strokes: "fine" (see FINE_TEXTURES) or "any"
     seed: int = 0
 
     def __post_init__(self) -> None:
