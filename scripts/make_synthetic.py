@@ -2,12 +2,16 @@
 """Writes the synthetic shapes set (the demo's data) in the VOC 2012 layout, for dataset=synthetic.
 
 Five shape classes (ellipse, rectangle, triangle, star, cross) + background, told apart only by
-their outline: sizes from a few pixels to most of the image (>10x), rotated, stretched, non-rigidly
-warped, partly occluded, on textured backgrounds; colours and textures are shared by all classes.
+their outline. By default: 64 px images, 1-3 one-colour objects of 8-56 px at any rotation on fine
+textures (the demo's set). Harder options: stretch, warp, occluding strokes, textured objects,
+smooth backgrounds (segdcn/data/synthetic.py says what each does and what was measured).
 Every image is a function of (seed, split, index). Run again with the same options, it does nothing.
 
     python scripts/make_synthetic.py --out data/synthetic --seed 0
     python scripts/make_synthetic.py --out /tmp/syn --num-train 200 --num-val 50 --image-size 96
+    python scripts/make_synthetic.py --out data/synthetic-hard --image-size 112 --max-extent 100 \
+        --min-extent 6 --min-objects 2 --max-objects 5 --max-aspect 1.5 --warp 0.06 --max-occluders 2 \
+        --no-flat --background any
 
 Layout: OUT/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation/{train,val}.txt}
 and OUT/synthetic.json (parameters, per-class object-size statistics). Then train with
@@ -40,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "min_extent": (float, "smallest object diameter in pixels"),
         "max_extent": (float, "largest object diameter in pixels"),
         "max_aspect": (float, "largest stretch of an object"),
+        "max_rotation": (float, "largest rotation of an object either way, in degrees"),
         "warp": (float, "non-rigid displacement, as a fraction of the object's diameter"),
         "max_occluders": (int, "most occluding strokes per image"),
         "min_visible": (float, "objects less visible than this fraction are labelled 255"),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 
 import pytest
 
+from segdcn.data.synthetic import SyntheticConfig
 from tests.fixtures import SCRIPTS, script_main
 
 DATA_SCRIPTS = ["prepare_voc", "prepare_cityscapes", "make_synthetic", "check_dataset", "bench_data"]
@@ -27,6 +30,23 @@ def test_make_synthetic_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "wrote 6 train + 2 val images of 48 px" in out and "ellipse" in out
     assert len(list((tmp_path / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))) == 8
+    # every field of SyntheticConfig has its option
+    harder = ["--max-rotation", "20", "--max-aspect", "1.4", "--warp", "0.05", "--no-flat", "--background", "any"]
+    assert script_main("make_synthetic")(args + ["--max-extent", "40", "--workers", "1", "--no-progress"] + harder) == 0
+    written = json.loads((tmp_path / "synthetic.json").read_text())["config"]
+    expected = SyntheticConfig(
+        seed=1,
+        num_train=6,
+        num_val=2,
+        image_size=48,
+        max_extent=40,
+        max_rotation=20,
+        max_aspect=1.4,
+        warp=0.05,
+        flat=False,
+        background="any",
+    )
+    assert written == dataclasses.asdict(expected)
     with pytest.raises(SystemExit):  # a bad value is refused by name
         script_main("make_synthetic")(["--out", str(tmp_path), "--min-extent", "1"])
     assert "min_extent" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 An object is a connected region (8-connectivity) of one class in the label map; its size is the
 square root of its area in label pixels, relative to the shorter side of the label image, so the
-same thresholds serve 112-px synthetic images and 500-px VOC images alike:
+same thresholds serve 64-112 px synthetic images and 500-px VOC images alike:
 
     small:  sqrt(area) <  0.1 x shorter side       (VOC at 375 px: below 37.5 px, about COCO's 32)
     medium: in between

@@ -1,28 +1,30 @@
 """The synthetic shapes set: the demo's data, written in the VOC 2012 layout.
 
-Each image shows 2-5 objects of five shape classes (ellipse, rectangle, triangle, star, cross) on a
+Each image shows 1-3 objects of five shape classes (ellipse, rectangle, triangle, star, cross) on a
 textured background. What makes a pixel one class or another is only the outline of the object it
 belongs to:
 
-- Colour and texture carry no class information: every object and the background draw their
-  texture (stripes, checks, blotches, speckle, gradients) and colours from the same distribution.
-- Scale varies by more than 10x: an object's extent (its diameter before deformation) is
-  log-uniform between `min_extent` (6 px) and `max_extent` (100 px of a 112 px image). A pixel inside
-  a large object sees only texture in a small window; its class shows at the outline, up to 50 px
-  away. A small object is a few pixels wide, next to clutter that a large window would mix in.
-- Objects are rotated, stretched (aspect up to 1.5), bent by a smooth random displacement field
-  (non-rigid, thin-plate-like), partly occluded by one another and by background strokes, and the
-  background holds large two-texture regions whose borders are not shapes.
-
-With `flat` (`make_synthetic.py --flat`) each object is one colour (drawn from the same
-distribution for every class) on the textured background: object and background then differ
-locally, and what tells the classes apart is still only the outline at every scale. A small
-network from scratch starts to separate objects from background there after about 600 steps of
-16 images, and not within 700 on the textured set.
+- Colour carries no class information: every object's colour, and the background's textures and
+  colours, come from distributions shared by all classes.
+- Figure and ground differ locally (by default): objects are one colour (`flat`) and the background
+  is a fine texture (`background="fine"`: stripes, checks, speckle), so finding the objects is easy
+  and the network's effort goes into their shapes.
+- Scale varies 7x: an object's extent (its diameter) is log-uniform between `min_extent` (8 px) and
+  `max_extent` (56 px of a 64 px image). A pixel inside a large object sees only its colour in a
+  small window; its class shows at the outline, up to 28 px away. A small object is a few pixels
+  wide, next to background that a large window would mix in.
+- Objects are rotated by any angle (`max_rotation`) and may overlap; smaller ones lie on top.
 
 So a network with one fixed receptive field is either too small for the large objects or too large
 for the small ones, and a layer that adapts where it samples to the object's size and shape (the
 deformable convolution's thesis) has something to gain.
+
+Harder variants, off by default because a small network from scratch does not get past labelling
+every object as one class within the demo's minutes: `max_aspect` (stretch), `warp` (a smooth
+non-rigid displacement), `max_occluders` (background strokes across the objects), `flat=False`
+(objects textured like the background) and `background="any"` (also blotches and gradients, which
+look flat up close). With textured objects on any background, finding an object at all needs its
+whole outline: even a plain CNN stayed at the all-background prior for 700 steps.
 
 Labels: 0 background, 1-5 shapes, 255 for the pixels of an object of which less than `min_visible`
 (30 %) of its area, or fewer than 4 pixels, is visible; it cannot be told apart by its shape.
