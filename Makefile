@@ -54,12 +54,14 @@ test-gpu: install
 # once; the script does nothing when the same set is there), a sweep over 0 and 3 deformable layers x 2
 # seeds as two parallel single-thread jobs (faster than one two-thread job on 2 cores), then the table.
 # Each step is one line and reads the previous one's files under $(DEMO_DIR).
+# DEMO_ARGS adds overrides to every job, e.g. make demo DEMO_ARGS="trainer.max_iters=3000".
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 DEMO_DATA := data/synthetic
+DEMO_ARGS ?=
 demo: install-demo
 	$(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --seed 0 --no-progress
 	$(VENV)/bin/segdcn-train -m experiment=demo model.dcn.layers=0,3 seed=0,1 hydra/launcher=joblib_local \
-		dataset.root=$(DEMO_DATA) hydra.sweep.dir=$(DEMO_DIR)
+		dataset.root=$(DEMO_DATA) hydra.sweep.dir=$(DEMO_DIR) $(DEMO_ARGS)
 	$(PY) scripts/ablation_table.py $(DEMO_DIR) --rows 0,3
 	$(VENV)/bin/segdcn-export ckpt=$$(cat $(DEMO_DIR)/best_run.txt)/checkpoints/best.pt format=onnx out=$(DEMO_DIR)/export
 

@@ -68,6 +68,8 @@ def test_demo_is_the_synthetic_set_on_a_small_resnet():
     assert (cfg.experiment, cfg.dataset.name, cfg.model.backbone.name) == ("demo", "synthetic", "resnet18")
     assert cfg.model.backbone.width < 64 and cfg.model.backbone.pretrained == "none" and cfg.model.norm == "bn"
     assert cfg.hydra.sweep.dir.startswith("outputs/demo/") and cfg.hydra.run.dir.startswith("outputs/demo/")
+    # the crops are the whole images of the set that make demo writes (make_synthetic.py's defaults)
+    assert list(cfg.dataset.train.crop_size) == [SyntheticConfig.image_size] * 2
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
