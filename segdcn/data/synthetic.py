@@ -19,8 +19,8 @@ So a network with one fixed receptive field is either too small for the large ob
 for the small ones, and a layer that adapts where it samples to the object's size and shape (the
 deformable convolution's thesis) has something to gain.
 
-Harder variants, off by default because a small network from scratch does not get past labelling
-every object as one class within the demo's minutes: `max_aspect` (stretch), `warp` (a smooth
+Harder variants, off by default because they slow a small network from scratch further (README,
+"The synthetic shapes set", has the measurements): `max_aspect` (stretch), `warp` (a smooth
 non-rigid displacement), `max_occluders` (background strokes across the objects), `flat=False`
 (objects textured like the background) and `background="any"` (also blotches and gradients, which
 look flat up close). With textured objects on any background, finding an object at all needs its
@@ -60,8 +60,9 @@ FORMAT_VERSION = 2  # 2: background styles, contrast of fine textures
 @dataclass(frozen=True)
 class SyntheticConfig:
     # The defaults are the demo's set: shape and scale vary, figure and ground differ locally, so a
-    # small network from scratch learns the classes within the demo's minutes. The harder options
-    # (stretch, warp, occluders, textured objects, smooth backgrounds) are off by default.
+    # small network from scratch finds the objects within minutes and starts on their shapes after
+    # about 1,000 steps. The harder options (stretch, warp, occluders, textured objects, smooth
+    # backgrounds) are off by default.
     image_size: int = 64
     num_train: int = 2000
     num_val: int = 300
