@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.14.1 torchvision==0.29.1
 KERNELS := $(wildcard kernels/*.h kernels/*.cpp kernels/*/*.h kernels/*/*.cpp kernels/*/*.cu kernels/*/*.cuh)
 STAMP := $(VENV)/.segdcn-installed
+PIP_INSTALL_SEGDCN := MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install --no-build-isolation -e '.[dev]'
 PYTEST_ARGS ?=
 
 .PHONY: install install-demo build test test-slow test-gpu demo bench lint clean
@@ -22,7 +23,7 @@ $(VENV)/.torch-installed:
 # Reinstalls (and rebuilds segdcn._C) only when the package metadata or the kernels change.
 $(STAMP): $(VENV)/.torch-installed pyproject.toml setup.py $(KERNELS)
 	rm -f $(CPU_STAMP)
-	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install --no-build-isolation -e '.[dev]'
+	$(PIP_INSTALL_SEGDCN)
 	touch $@
 
 # The demo on a machine without a GPU cannot run the CUDA kernels, and building them costs about four
@@ -31,7 +32,7 @@ $(STAMP): $(VENV)/.torch-installed pyproject.toml setup.py $(KERNELS)
 CPU_STAMP := $(VENV)/.segdcn-installed-cpu
 $(CPU_STAMP): $(VENV)/.torch-installed pyproject.toml setup.py $(KERNELS)
 	rm -f $(STAMP)
-	SEGDCN_CUDA=0 MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install --no-build-isolation -e '.[dev]'
+	SEGDCN_CUDA=0 $(PIP_INSTALL_SEGDCN)
 	touch $@
 
 install-demo:

@@ -30,7 +30,7 @@ def test_make_synthetic_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "wrote 6 train + 2 val images of 48 px" in out and "ellipse" in out
     assert len(list((tmp_path / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))) == 8
-    # every field of SyntheticConfig has its option
+    # main() reads every SyntheticConfig field from its option; the harder ones reach the written config
     harder = ["--max-rotation", "20", "--max-aspect", "1.4", "--warp", "0.05", "--no-flat", "--background", "any"]
     assert script_main("make_synthetic")(args + ["--max-extent", "40", "--workers", "1", "--no-progress"] + harder) == 0
     written = json.loads((tmp_path / "synthetic.json").read_text())["config"]

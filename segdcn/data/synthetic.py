@@ -207,8 +207,9 @@ TEXTURES = ("stripes", "checks", "blotches", "speckle", "gradient")
 # Patterns that change within a few pixels everywhere, so that a one-colour object stands out from
 # them locally; blotches and gradients look flat up close.
 FINE_TEXTURES = ("stripes", "checks", "speckle")
-BACKGROUNDS = {"fine": FINE_TEXTURES, "any": TEXTURES}
 FINE_CONTRAST = 80.0  # least distance of a fine texture's two colours (RGB, 0-255), so its pattern shows
+# SyntheticConfig.background -> (texture kinds, least colour distance) of the background and the strokes
+BACKGROUNDS = {"fine": (FINE_TEXTURES, FINE_CONTRAST), "any": (TEXTURES, 0.0)}
 
 
 def texture(
@@ -245,7 +246,7 @@ def texture(
     else:  # gradient over a random length of 30-150 px
         weight = np.clip(np.abs(np.sin(u / rng.uniform(30, 150) * math.pi / 2)), 0, 1)
     colours = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
-    for _ in range(20 if min_contrast > 0 else 0):
+    for _ in range(20):
         if np.linalg.norm(colours[1] - colours[0]) >= min_contrast:
             break
         colours[1] = rng.uniform(0, 255, size=3)
@@ -269,11 +270,11 @@ def distinct_texture(
 
 def scenery_texture(rng: np.random.Generator, height: int, width: int, style: str) -> np.ndarray:
     """A texture of the background or of an occluding stroke, of the `style` of SyntheticConfig.background."""
-    fine = style == "fine"
-    return texture(rng, height, width, kinds=BACKGROUNDS[style], min_contrast=FINE_CONTRAST if fine else 0.0)
+    kinds, min_contrast = BACKGROUNDS[style]
+    return texture(rng, height, width, kinds=kinds, min_contrast=min_contrast)
 
 
-def background(rng: np.random.Generator, size: int, style: str = "any") -> np.ndarray:
+def background(rng: np.random.Generator, size: int, style: str) -> np.ndarray:
     """A texture, and half the time a second one over irregular regions with smooth borders."""
     image = scenery_texture(rng, size, size, style)
     if rng.random() < 0.5:
