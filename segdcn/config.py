@@ -233,10 +233,12 @@ class ExportAppConfig:
 
 @dataclass
 class PredictAppConfig:
-    """segdcn-predict (conf/predict.yaml): label maps of images from a checkpoint or an exported ONNX file."""
+    """segdcn-predict (conf/predict.yaml): label maps of images from a checkpoint, an exported ONNX file or an
+    exported torch.export program."""
 
     ckpt: str | None = None  # a checkpoint of segdcn-train ...
     onnx: str | None = None  # ... or an ONNX file of segdcn-export (with its .onnx.json metadata)
+    program: str | None = None  # ... or a torch.export program (.pt2) of segdcn-export (with its .pt2.json)
     input: str = MISSING  # an image, a folder (searched recursively) or a glob pattern
     out: str | None = None  # null: the run directory (outputs/predict/<date>/<time>)
     batch_size: int = 4  # images of one size per forward pass
@@ -245,7 +247,7 @@ class PredictAppConfig:
     window: list[int] | None = None  # [height, width]; null: the model's training crop
     stride: list[int] | None = None  # [height, width]; null: 2/3 of the window
     overlay_alpha: float = 0.5  # weight of the class colours over the image in the overlays
-    device: str = "auto"  # checkpoints: auto | cpu | cuda | cuda:K (ONNX files run on the CPU)
+    device: str = "auto"  # checkpoints: auto | cpu | cuda | cuda:K (ONNX files and programs run on the CPU)
     threads: int | None = None  # onnxruntime's intra-op threads; null: its default
     progress: bool = True
 

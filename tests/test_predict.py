@@ -1,5 +1,6 @@
 """segdcn-predict: label PNGs at the input's size in the dataset's palette, overlays and Cityscapes label ids,
-from a checkpoint (PyTorch) and from its ONNX file (onnxruntime) with equal labels; batching; the errors."""
+from a checkpoint (PyTorch), its ONNX file (onnxruntime) and its torch.export program, with equal labels;
+batching; the errors."""
 
 from __future__ import annotations
 
@@ -39,13 +40,15 @@ def write_images(root: Path, sizes: dict[str, tuple[int, int]], seed: int = 0) -
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory) -> dict[str, Path]:
-    """A synthetic-set checkpoint, its ONNX file (with metadata), and a Cityscapes checkpoint."""
+    """A synthetic-set checkpoint, its ONNX file and program (with metadata), and a Cityscapes checkpoint."""
     root = tmp_path_factory.mktemp("models")
     ckpt = write_checkpoint(root / "synthetic.pt")
     model, train_cfg, _ = load_trained_model(ckpt)
-    (result,) = export_model(model, train_cfg, root, formats=["onnx"], name="synthetic", verify=False)
+    onnx, program = export_model(
+        model, train_cfg, root, formats=["onnx", "torch_export"], name="synthetic", verify=False
+    )
     cityscapes = write_checkpoint(root / "cityscapes.pt", "dataset=cityscapes", "dataset.eval.short_side=48", seed=3)
-    return {"ckpt": ckpt, "onnx": result.path, "cityscapes": cityscapes}
+    return {"ckpt": ckpt, "onnx": onnx.path, "program": program.path, "cityscapes": cityscapes}
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +58,9 @@ def images(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def predictions(model_files, images, tmp_path_factory) -> dict[str, Path]:
-    """`python -m segdcn.predict` on the folder, once from the checkpoint and once from the ONNX file."""
+    """`python -m segdcn.predict` on the folder, from the checkpoint, the ONNX file and the program."""
     outs = {}
-    for kind in ("ckpt", "onnx"):
+    for kind in ("ckpt", "onnx", "program"):
         out = tmp_path_factory.mktemp(f"predict_{kind}")
         result = run_python(
             "-m",
@@ -108,7 +111,7 @@ def assert_labels_of(labels: np.ndarray, logits: torch.Tensor, what: str) -> Non
     np.testing.assert_array_equal(labels[decided], logits.argmax(0).numpy()[decided], err_msg=what)
 
 
-def test_labels_at_the_input_size_in_the_palette_from_checkpoint_and_onnx(predictions, model, images):
+def test_labels_at_the_input_size_in_the_palette_from_checkpoint_onnx_and_program(predictions, model, images):
     palette = [channel for color in SYNTHETIC.colors for channel in color]
     for name, (height, width) in IMAGES.items():
         stem = Path(name).with_suffix("")
@@ -124,8 +127,10 @@ def test_labels_at_the_input_size_in_the_palette_from_checkpoint_and_onnx(predic
         logits = expected_logits(model, images, name)
         assert_labels_of(labels["ckpt"], logits, f"{name} from the checkpoint")
         assert_labels_of(labels["onnx"], logits, f"{name} from the ONNX file")
+        assert_labels_of(labels["program"], logits, f"{name} from the torch.export program")
         # and they part, if at all, on a few ties (on the development machine: on none)
         assert (labels["ckpt"] != labels["onnx"]).mean() < 1e-3, name
+        assert (labels["ckpt"] != labels["program"]).mean() < 1e-3, name
 
 
 def test_an_image_within_the_window_is_labelled_by_one_forward_pass(predictions, model, images):
@@ -180,26 +185,44 @@ def test_an_unreadable_image_is_named_before_the_model_loads(model_files, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
-def test_an_onnx_file_without_metadata(model_files, images, tmp_path):
-    bare = tmp_path / "bare.onnx"
-    bare.write_bytes(model_files["onnx"].read_bytes())
-    with pytest.raises(MetadataError, match=r"bare\.onnx has no metadata: expected .*bare\.onnx\.json next to it"):
-        predict_run(predict_cfg(f"onnx={bare}", f"input={images}"), tmp_path)
+@pytest.mark.parametrize(("key", "suffix"), [("onnx", ".onnx"), ("program", ".pt2")])
+def test_an_exported_file_without_metadata(key, suffix, model_files, images, tmp_path):
+    bare = tmp_path / f"bare{suffix}"
+    bare.write_bytes(model_files[key].read_bytes())
+    expected = rf"bare\{suffix} has no metadata: expected .*bare\{suffix}\.json next to it"
+    with pytest.raises(MetadataError, match=expected):
+        predict_run(predict_cfg(f"{key}={bare}", f"input={images}"), tmp_path)
 
 
 @pytest.mark.parametrize(
     ("overrides", "error", "message"),
     [
-        ((), ExportConfigError, r"give exactly one model: ckpt=.* or onnx="),
-        (("onnx={onnx}", "ckpt={ckpt}"), ExportConfigError, r"give exactly one model"),
+        ((), ExportConfigError, r"give exactly one model: ckpt=.*, .*onnx=.* or program=.* \(got none\)"),
+        (("onnx={onnx}", "ckpt={ckpt}"), ExportConfigError, r"give exactly one model.*\(got ckpt, onnx\)"),
         (("ckpt={onnx}",), ExportConfigError, r"ckpt=.*synthetic\.onnx is an ONNX file; pass it as onnx="),
+        (
+            ("ckpt={program}",),
+            ExportConfigError,
+            r"ckpt=.*synthetic\.pt2 is a torch\.export program; pass it as program=",
+        ),
+        (
+            ("onnx={program}",),
+            ExportConfigError,
+            r"onnx=.*synthetic\.pt2 is a torch\.export program; pass it as program=",
+        ),
+        (("program={images}/none.pt2",), FileNotFoundError, r"program=.*none\.pt2: no such file"),
         (("ckpt={ckpt}", "mode=tiles"), ExportConfigError, r"mode='tiles'; expected one of slide, whole"),
         (("ckpt={ckpt}", "input={images}/*.gif"), PredictInputError, r"input=.*\*\.gif: no images found"),
         (("ckpt={ckpt}", "input={images}/missing.png"), PredictInputError, r"missing\.png: no such file or folder"),
     ],
 )
 def test_bad_settings_name_the_key(overrides, error, message, model_files, images, tmp_path):
-    paths = {"onnx": model_files["onnx"], "ckpt": model_files["ckpt"], "images": images}
+    paths = {
+        "onnx": model_files["onnx"],
+        "program": model_files["program"],
+        "ckpt": model_files["ckpt"],
+        "images": images,
+    }
     args = [o.format(**paths) for o in overrides]
     if not any(a.startswith("input=") for a in args):
         args.append(f"input={images}")

@@ -1,4 +1,4 @@
-"""python -m segdcn.predict ckpt=...|onnx=... input=... (see segdcn.predict.app)."""
+"""python -m segdcn.predict ckpt=...|onnx=...|program=... input=... (see segdcn.predict.app)."""
 
 from segdcn.predict.app import main
 

@@ -1,7 +1,9 @@
-"""segdcn-predict (also `python -m segdcn.predict`): label maps of images from a checkpoint or an ONNX file.
+"""segdcn-predict (also `python -m segdcn.predict`): label maps of images from a checkpoint, or from an ONNX
+file or a torch.export program of segdcn-export.
 
     segdcn-predict ckpt=outputs/2026-11-22/10-00-00/checkpoints/best.pt input=photos/ out=predictions
     segdcn-predict onnx=exports/deeplab-resnet101-dcn3-voc_aug.onnx input='photos/*.jpg'
+    segdcn-predict program=exports/deeplab-resnet101-dcn3-voc_aug.pt2 input='photos/*.jpg'
     segdcn-predict ckpt=... input=leftImg8bit/val window=[769,769] stride=[513,513] batch_size=2
 
 Images are resized as in evaluation (the shorter side to the dataset's eval.short_side), run through
@@ -75,8 +77,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         raise ExportConfigError(f"batch_size={cfg.batch_size}; expected a positive number of images")
     images = find_images(to_absolute_path(cfg.input))
     check_readable(images)  # before the model loads: a bad file fails at once
-    absolute = {k: to_absolute_path(cfg[k]) if cfg[k] else None for k in ("ckpt", "onnx")}
-    source = open_source(absolute["ckpt"], absolute["onnx"], cfg.device, cfg.threads)
+    absolute = {k: to_absolute_path(cfg[k]) if cfg[k] else None for k in ("ckpt", "onnx", "program")}
+    source = open_source(absolute["ckpt"], absolute["onnx"], cfg.device, cfg.threads, absolute["program"])
     settings = inference_settings(cfg, source.metadata)
     normalization = source.metadata["input"]["normalization"]
     transform = build_eval_transform(settings["short_side"], normalization["mean"], normalization["std"])

@@ -1,6 +1,6 @@
-"""What segdcn-predict runs: a checkpoint of segdcn-train in PyTorch, or an ONNX file of segdcn-export in
-onnxruntime. Both give a callable (NCHW float32 images -> logits) and the same metadata dictionary, so
-everything after this point treats them alike.
+"""What segdcn-predict runs: a checkpoint of segdcn-train in PyTorch, or a file of segdcn-export: an ONNX
+file in onnxruntime or a torch.export program (.pt2). Each gives a callable (NCHW float32 images ->
+logits) and the same metadata dictionary, so everything after this point treats them alike.
 """
 
 from __future__ import annotations
@@ -46,16 +46,45 @@ def from_onnx(path: str | os.PathLike, threads: int | None = None) -> Source:
     return Source(runner, metadata, torch.device("cpu"), f"ONNX file {path} (onnxruntime)")
 
 
-def open_source(ckpt: str | None, onnx: str | None, device: str = "auto", threads: int | None = None) -> Source:
-    """Exactly one of ckpt=<checkpoint> and onnx=<file.onnx>."""
-    if (ckpt is None) == (onnx is None):
+def from_program(path: str | os.PathLike) -> Source:
+    """A torch.export program with its metadata JSON. It runs where it was exported: on the CPU."""
+    from segdcn.export.metadata import read_metadata
+    from segdcn.export.program import load_program
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"program={path}: no such file")
+    metadata = read_metadata(path)
+    return Source(load_program(path), metadata, torch.device("cpu"), f"torch.export program {path}")
+
+
+# the key each kind of model file is given with, by its suffix
+KEY_OF_SUFFIX = {".onnx": "onnx", ".pt2": "program"}
+
+
+def open_source(
+    ckpt: str | None,
+    onnx: str | None,
+    device: str = "auto",
+    threads: int | None = None,
+    program: str | None = None,
+) -> Source:
+    """Exactly one of ckpt=<checkpoint>, onnx=<file.onnx> and program=<file.pt2>."""
+    given = {key: path for key, path in (("ckpt", ckpt), ("onnx", onnx), ("program", program)) if path is not None}
+    if len(given) != 1:
         raise ExportConfigError(
-            "give exactly one model: ckpt=<run dir>/checkpoints/best.pt or onnx=<file>.onnx (from segdcn-export)"
+            "give exactly one model: ckpt=<run dir>/checkpoints/best.pt, or from segdcn-export onnx=<file>.onnx "
+            f"or program=<file>.pt2 (got {', '.join(given) or 'none'})"
         )
-    if ckpt is not None:
-        if Path(ckpt).suffix == ".onnx":
-            raise ExportConfigError(f"ckpt={ckpt} is an ONNX file; pass it as onnx={ckpt}")
+    ((key, path),) = given.items()
+    expected = KEY_OF_SUFFIX.get(Path(path).suffix, key)
+    if expected != key:
+        kind = {"onnx": "an ONNX file", "program": "a torch.export program"}[expected]
+        raise ExportConfigError(f"{key}={path} is {kind}; pass it as {expected}={path}")
+    if key == "ckpt":
         from segdcn.eval import resolve_device
 
-        return from_checkpoint(ckpt, resolve_device(device))
-    return from_onnx(onnx, threads)
+        return from_checkpoint(path, resolve_device(device))
+    if key == "onnx":
+        return from_onnx(path, threads)
+    return from_program(path)
