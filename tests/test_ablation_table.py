@@ -141,6 +141,26 @@ def test_a_dataset_the_paper_lacks_compares_gains(tmp_path):
     assert "compares our gain" in to_markdown(table)
 
 
+def test_same_seed_gains_pair_runs_by_seed(tmp_path):
+    # seeds 0-2 in both rows; seed 3 only in the deformable row and seed 4 twice in it: neither pairs
+    runs = [(0, 0, 0.30), (0, 1, 0.25), (0, 2, 0.28), (3, 0, 0.32), (3, 1, 0.26), (3, 2, 0.27), (3, 3, 0.40)]
+    runs += [(3, 4, 0.31), (0, 4, 0.30), (3, 4, 0.33)]
+    for i, (layers, seed, miou) in enumerate(runs):
+        write_run(tmp_path, str(i), layers, seed, miou, dataset="synthetic", experiment="demo")
+    result = table_cli(tmp_path, "--rows", "0,3")
+    assert result.code == 0, result.err
+    gains = [2.0, 1.0, -1.0]  # (32 - 30, 26 - 25, 27 - 28) for seeds 0, 1, 2
+    mean, std = statistics.fmean(gains), statistics.stdev(gains)
+    line = next(x for x in result.out.splitlines() if x.startswith("- same-seed gain, res5a,b,c:"))
+    assert f"{mean:+.1f} +- {std:.1f} over 3 seeds, 2 of 3 positive" in line
+    assert "+2.0 (seed 0), +1.0 (seed 1), -1.0 (seed 2)" in line and "seed 3" not in line and "seed 4" not in line
+    assert "same-seed gain, none" not in result.out  # the first row is the reference
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "ablation_table1.csv").read_text())))
+    assert rows[0]["seed_gain_mean"] == "" and rows[1]["seed_gain_seeds"] == "0 1 2"
+    assert float(rows[1]["seed_gain_mean"]) == pytest.approx(mean, abs=1e-4)
+    assert float(rows[1]["seed_gain_std"]) == pytest.approx(std, abs=1e-4)
+
+
 class FakeWandbRun(SimpleNamespace):
     pass
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 from pathlib import Path
 
 from segdcn.paper import load_paper
@@ -47,6 +48,19 @@ def _cells(table: AblationTable, row: TableRow) -> list[str]:
     ]
 
 
+def _seed_gains(table: AblationTable, row: TableRow) -> str:
+    """The gain over the first row seed by seed, with its mean, std and how many are positive."""
+    gains = table.seed_gains(row)
+    if not gains:
+        return ""
+    values = list(gains.values())
+    mean = fmt(statistics.fmean(values), signed=True)
+    spread = f"{mean} +- {fmt(statistics.stdev(values))}" if len(values) > 1 else mean
+    seeds = ", ".join(f"{fmt(gain, signed=True)} (seed {seed})" for seed, gain in gains.items())
+    positive = sum(value > 0 for value in values)
+    return f"{spread} over {len(values)} seeds, {positive} of {len(values)} positive: {seeds}"
+
+
 def to_markdown(table: AblationTable) -> str:
     """The table with a heading, then the notes, missing rows and runs, and the runs left out."""
     paper = load_paper()
@@ -67,7 +81,8 @@ def to_markdown(table: AblationTable) -> str:
     lines.append("|" + "|".join("---" if i < 3 else "---:" for i in range(len(columns))) + "|")
     for row in table.rows:
         lines.append("| " + " | ".join(_cells(table, row)) + " |")
-    extra = [f"- missing row: {m}" for m in table.missing_rows]
+    extra = [f"- same-seed gain, {row.label}: {line}" for row in table.rows if (line := _seed_gains(table, row))]
+    extra += [f"- missing row: {m}" for m in table.missing_rows]
     extra += [f"- missing run: {m}" for m in table.missing_runs]
     extra += [f"- left out: {p}" for p in table.problems]
     extra += [f"- note: {n}" for n in table.notes]
@@ -83,15 +98,21 @@ def to_csv(table: AblationTable) -> str:
     writer.writerow(
         [
             "table", "dataset", "experiment", "row", "dcn_layers", "res5_dilation", "deformable_layers", "seeds",
-            "runs", "miou_mean", "miou_std", "gain", "paper_dataset", "paper_miou", "paper_gain", "difference",
+            "runs", "miou_mean", "miou_std", "gain", "seed_gain_mean", "seed_gain_std", "seed_gain_seeds",
+            "paper_dataset", "paper_miou", "paper_gain", "difference",
         ]
     )  # fmt: skip
     for row in table.rows:
+        seed_gains = table.seed_gains(row)
+        gains = list(seed_gains.values())
+        gain_std = statistics.stdev(gains) if len(gains) > 1 else None
         writer.writerow(
             [
                 table.name, table.dataset, table.experiment, row.label, row.dcn_layers, row.res5_dilation,
                 " ".join(row.deformable), " ".join(str(s) for s in row.seeds), len(row.runs),
-                _num(row.mean), _num(row.std), _num(table.gain(row)), table.paper_dataset, _num(row.paper_miou),
+                _num(row.mean), _num(row.std), _num(table.gain(row)),
+                _num(statistics.fmean(gains) if gains else None), _num(gain_std),
+                " ".join(str(s) for s in seed_gains), table.paper_dataset, _num(row.paper_miou),
                 _num(table.paper_gain(row)), _num(table.difference(row)),
             ]
         )  # fmt: skip

@@ -92,6 +92,22 @@ class AblationTable:
         base = self.baseline()
         return None if base is None or row.mean is None else row.mean - base.mean
 
+    def seed_gains(self, row: TableRow) -> dict:
+        """seed -> this row's mIoU minus the first row's, for the seeds both rows ran once. Runs of one seed
+        share the data order and initialisation as far as the rows allow, so these differences vary less
+        than the rows' means do, and their signs say how consistent a gain is."""
+        base = self.baseline()
+        if base is None or row is base:
+            return {}
+
+        def by_seed(r: TableRow) -> dict:
+            seeds = [run.get("seed") for run in r.runs]
+            once = {s for s in seeds if s is not None and seeds.count(s) == 1}
+            return {run.get("seed"): 100.0 * run.miou for run in r.runs if run.get("seed") in once}
+
+        ours, first = by_seed(row), by_seed(base)
+        return {s: ours[s] - first[s] for s in sorted(ours.keys() & first.keys())}
+
     def paper_gain(self, row: TableRow) -> float | None:
         first = self.rows[0] if self.rows else None
         if first is None or row.paper_miou is None or first.paper_miou is None:
