@@ -16,6 +16,9 @@ from hydra import compose, initialize_config_dir
 import segdcn.config
 from segdcn.data import generate_synthetic
 from segdcn.data.synthetic import SyntheticConfig
+from segdcn.engine.schedules import build_schedule
+from segdcn.engine.trainer import build_optimizer
+from segdcn.models import build_model
 from tests.helpers import run_python
 
 EXPERIMENTS = ("paper_voc", "paper_cityscapes", "paper_table3", "demo")
@@ -70,6 +73,29 @@ def test_demo_is_the_synthetic_set_on_a_small_resnet():
     assert cfg.hydra.sweep.dir.startswith("outputs/demo/") and cfg.hydra.run.dir.startswith("outputs/demo/")
     # the crops are the whole images of the set that make demo writes (make_synthetic.py's defaults)
     assert list(cfg.dataset.train.crop_size) == [SyntheticConfig.image_size] * 2
+
+
+def test_demo_optimizer_slows_the_offset_convs_and_drops_the_lr_late():
+    # AdamW moves each weight by about the lr whatever its gradient: the demo's offset convs get a
+    # tenth of it (they ran away at the full lr), and the lr is held until 9/10 of the run
+    cfg = compose_train("experiment=demo")
+    model = build_model(cfg.model, cfg.dataset.num_classes)
+    optimizer = build_optimizer(model, cfg.optim)
+    schedule = build_schedule(optimizer, cfg)
+    offset_ids = {id(m.conv_offset.weight) for m in model.modules() if hasattr(m, "conv_offset")}
+    assert len(offset_ids) == cfg.model.dcn.layers == 3
+
+    def lr_of(parameter_ids):
+        return sorted(g["lr"] for g in optimizer.param_groups if parameter_ids & {id(p) for p in g["params"]})
+
+    stem = {id(model.backbone.conv1.weight)}
+    assert lr_of(stem) == [pytest.approx(3e-3)] and lr_of(offset_ids) == [pytest.approx(3e-4)]
+    drop = round(0.9 * cfg.trainer.max_iters)
+    while schedule.iteration < drop - 1:
+        schedule.step()
+    assert lr_of(stem) == [pytest.approx(3e-3)]
+    schedule.step()
+    assert lr_of(stem) == [pytest.approx(3e-4)] and lr_of(offset_ids) == [pytest.approx(3e-5)]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -61,7 +61,7 @@ FORMAT_VERSION = 2  # 2: background styles, contrast of fine textures
 class SyntheticConfig:
     # The defaults are the demo's set: shape and scale vary, figure and ground differ locally, so a
     # small network from scratch finds the objects within minutes and starts on their shapes after
-    # about 1,000 steps. The harder options (stretch, warp, occluders, textured objects, smooth
+    # about 750 steps (experiment=demo). The harder options (stretch, warp, occluders, textured objects, smooth
     # backgrounds) are off by default.
     image_size: int = 64
     num_train: int = 2000
