@@ -1,9 +1,13 @@
-"""Runs as the table sees them: a name, the key config values (CLI keys) and the final mIoU.
+"""The one reader of runs: run directories (summary.json) and W&B groups, for the tables and the analysis.
 
-Both sources end in `run_from_summary`: a run directory's summary.json (`miou`, `state` and the
-`config` block of key values under their command-line names) and a W&B run (its summary and its
-full nested config, from which the same keys are picked). So the table code that the tests run on
-directories is the code that runs on W&B groups.
+`Run` is a run directory as segdcn leaves it (its summary.json: `miou`, `state`, per-class IoU and
+the `config` block of key values under their command-line names); `summary_files` finds them below
+a sweep. segdcn.analysis.runs picks and groups these for the notebooks.
+
+The table sees a run as a RunResult: a name, the key config values and the final mIoU. Both sources
+end in `run_from_summary`: a run directory's summary and a W&B run (its summary and its full nested
+config, from which the same keys are picked). So the table code that the tests run on directories
+is the code that runs on W&B groups.
 """
 
 from __future__ import annotations
@@ -50,9 +54,53 @@ def run_from_summary(name: str, summary: Mapping[str, Any], config: Mapping[str,
 # ---- run and sweep directories ----
 
 
+@dataclass
+class Run:
+    """A run directory and its summary.json, as segdcn-train (or segdcn-eval) leaves them."""
+
+    path: Path
+    summary: dict[str, Any]
+
+    @classmethod
+    def read(cls, path: Path) -> Run:
+        """The run in folder `path`; OSError or json.JSONDecodeError are left to the caller, who names the file."""
+        return cls(path, json.loads((path / SUMMARY_FILE).read_text(encoding="utf-8")))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.summary.get("config") or {}
+
+    @property
+    def miou(self) -> float | None:
+        return self.summary.get("miou")
+
+    @property
+    def per_class_iou(self) -> dict[str, float | None]:
+        return self.summary.get("per_class_iou") or {}
+
+    @property
+    def checkpoint(self) -> Path | None:
+        for name in ("best.pt", "last.pt"):
+            path = self.path / "checkpoints" / name
+            if path.is_file():
+                return path
+        return None
+
+    @property
+    def dcn_layers(self) -> int:
+        """The number of deformable layers: model.dcn.layers, or the count of model.dcn.at names."""
+        at = self.config.get("model.dcn.at") or []
+        return len(at) if at else int(self.config.get("model.dcn.layers") or 0)
+
+
+def summary_files(root: Path) -> list[Path]:
+    """Every summary.json in `root` or below it, sorted by path."""
+    return sorted(root.rglob(SUMMARY_FILE))
+
+
 def _job_dirs(root: Path) -> list[Path]:
     """Run directories under `root`: those with summary.json, and Hydra job dirs (.hydra/) without one."""
-    with_summary = {path.parent for path in root.rglob(SUMMARY_FILE)}
+    with_summary = {path.parent for path in summary_files(root)}
     hydra_jobs = {path.parent for path in root.rglob(".hydra")}
     return sorted(with_summary | hydra_jobs)
 
@@ -77,11 +125,11 @@ def read_run_dirs(paths: Iterable[str | Path]) -> tuple[list[RunResult], list[st
                 problems.append(f"{run_dir}: no {SUMMARY_FILE} (the job failed before training, or still starts)")
                 continue
             try:
-                summary = json.loads(summary_path.read_text(encoding="utf-8"))
+                run = Run.read(run_dir)
             except (OSError, json.JSONDecodeError) as error:
                 problems.append(f"{summary_path}: unreadable ({error})")
                 continue
-            runs.append(run_from_summary(str(run_dir), summary, summary.get("config") or {}))
+            runs.append(run_from_summary(str(run_dir), run.summary, run.config))
         if not found:
             problems.append(f"{root}: no {SUMMARY_FILE} in it or below (expected a run or sweep directory)")
     return runs, problems

@@ -9,7 +9,7 @@ Modules, one job each:
     table2       the paper's Table 2 layout in Markdown and JSON
     figures      sampling-location and effective-dilation figures (matplotlib)
     inputs       checkpoint, dataset (Hydra-style overrides) and image preparation for the tools
-    runs         the runs of a sweep (summary.json) for the ablation plots
+    runs         the runs of a sweep (summary.json, read by segdcn.ablation.runs) for the ablation plots
 """
 
 from .capture import OffsetRecord, OffsetRecorder, capture_offsets

@@ -24,12 +24,10 @@ def paper_table2() -> dict[str, Any]:
     """{"setting": text, "rows": {layer name (res5a/b/c): {group: {"mean", "std"}, "dilation": d}}};
     {} when the data file has no Table 2."""
     try:
-        import yaml
-
-        from segdcn.paper import DATA_FILE
+        import segdcn.paper as paper
     except ImportError:  # the paper's data file is optional to the analysis: no paper rows then
         return {}
-    node = (yaml.safe_load(DATA_FILE.read_text()) or {}).get("table2")
+    node = paper.read_data().get("table2")
     if not node:
         return {}
     out = {}
@@ -38,7 +36,8 @@ def paper_table2() -> dict[str, Any]:
             row = {g: {"mean": float(groups[g][0]), "std": float(groups[g][1])} for g in SIZE_GROUPS}
         except (KeyError, TypeError, IndexError, ValueError) as error:
             raise ValueError(
-                f"{DATA_FILE}: table2.rows.{layer} needs [mean, std] for each of {', '.join(SIZE_GROUPS)}: {error!r}"
+                f"{paper.DATA_FILE}: table2.rows.{layer} needs [mean, std] for each of "
+                f"{', '.join(SIZE_GROUPS)}: {error!r}"
             ) from None
         row["dilation"] = node.get("dilation")
         out[str(layer)] = row

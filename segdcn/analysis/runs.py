@@ -5,91 +5,66 @@
     by_layers = group_by(runs, "model.dcn.layers")   # {0: [...], 3: [...]}
 
 A run's key settings are under summary["config"] as typed on the command line ("model.dcn.layers",
-"seed", ...; segdcn.loggers), its metrics at the top (miou, per_class_iou by class name).
+"seed", ...; segdcn.loggers), its metrics at the top (miou, per_class_iou by class name). Run
+directories are read by segdcn.ablation.runs (Run, summary_files), as for the ablation tables; this
+module picks the sweep and groups its runs.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segdcn.ablation.runs import Run, summary_files  # the one reader of run directories
+from segdcn.loggers.files import SUMMARY_FILE
 
-@dataclass
-class Run:
-    path: Path
-    summary: dict[str, Any]
+_NO_RUNS = f"no {SUMMARY_FILE} below it; expected the run folders of a sweep"
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.summary.get("config") or {}
 
-    @property
-    def miou(self) -> float | None:
-        return self.summary.get("miou")
-
-    @property
-    def per_class_iou(self) -> dict[str, float | None]:
-        return self.summary.get("per_class_iou") or {}
-
-    @property
-    def checkpoint(self) -> Path | None:
-        for name in ("best.pt", "last.pt"):
-            path = self.path / "checkpoints" / name
-            if path.is_file():
-                return path
-        return None
-
-    @property
-    def dcn_layers(self) -> int:
-        """The number of deformable layers: model.dcn.layers, or the count of model.dcn.at names."""
-        at = self.config.get("model.dcn.at") or []
-        return len(at) if at else int(self.config.get("model.dcn.layers") or 0)
+def _runs_dir(root: str | Path) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"runs directory {root}: no such folder (run `make demo`, or point SEGDCN_RUNS at runs)"
+        )
+    return root
 
 
 def latest_sweep(root: str | Path) -> Path:
     """`root` itself when its runs are its own folders (a sweep: root/<job>/summary.json, or a run);
     else its newest subfolder holding runs. `make demo` writes one sweep per call under
     outputs/demo/<date>_<time>/<job>, so by default the notebooks read the last demo, not all of them."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"runs directory {root}: no such folder (run `make demo`, or point SEGDCN_RUNS at runs)"
-        )
-    if (root / "summary.json").is_file() or any(root.glob("*/summary.json")):
+    root = _runs_dir(root)
+    if (root / SUMMARY_FILE).is_file() or any(root.glob(f"*/{SUMMARY_FILE}")):
         return root
     sweeps = {}
-    for summary in root.rglob("summary.json"):
+    for summary in summary_files(root):
         sweep = root / summary.relative_to(root).parts[0]
         sweeps[sweep] = max(sweeps.get(sweep, 0.0), summary.stat().st_mtime)
     if not sweeps:
-        raise FileNotFoundError(f"runs directory {root}: no summary.json below it; expected the run folders of a sweep")
+        raise FileNotFoundError(f"runs directory {root}: {_NO_RUNS}")
     return max(sweeps, key=sweeps.get)
 
 
 def find_runs(root: str | Path, finished_only: bool = True) -> list[Run]:
     """The runs under `root` (any depth), each a folder holding summary.json; errors name the folder."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"runs directory {root}: no such folder (run `make demo`, or point SEGDCN_RUNS at runs)"
-        )
+    root = _runs_dir(root)
     runs, unfinished = [], []
-    for path in sorted(root.rglob("summary.json")):
+    for path in summary_files(root):
         try:
-            summary = json.loads(path.read_text())
+            run = Run.read(path.parent)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from error
-        if finished_only and summary.get("state", "finished") != "finished":
-            unfinished.append(f"{path.parent.name} ({summary.get('state')})")  # still training, or stopped
+        if finished_only and run.summary.get("state", "finished") != "finished":
+            unfinished.append(f"{path.parent.name} ({run.summary.get('state')})")  # still training, or stopped
             continue
-        runs.append(Run(path.parent, summary))
+        runs.append(run)
     if not runs and unfinished:
         raise FileNotFoundError(f"runs directory {root}: no finished run yet; {', '.join(unfinished)}")
     if not runs:
-        raise FileNotFoundError(f"runs directory {root}: no summary.json below it; expected the run folders of a sweep")
+        raise FileNotFoundError(f"runs directory {root}: {_NO_RUNS}")
     return runs
 
 

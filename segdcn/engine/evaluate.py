@@ -24,13 +24,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from segdcn.engine.distributed import is_main_process, shard_indices, unwrap
 from segdcn.engine.inference import infer_with_config
 from segdcn.engine.metrics import ConfusionMatrix
 
@@ -52,12 +51,6 @@ class EvalResult:
     samples: list[Sample] = field(default_factory=list)
     num_images: int = 0  # over all ranks
     seconds: float = 0.0
-
-
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _denormalise(image: torch.Tensor, size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -108,9 +101,8 @@ def evaluate(
         from segdcn.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # albumentations: imported only when needed
 
         mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
-    rank, world = _rank_world()
-    if isinstance(model, DistributedDataParallel):
-        model = model.module
+    main = is_main_process()
+    model = unwrap(model)
     if getattr(getattr(dataset, "transforms", None), "image_only", True) is False:
         # segdcn's evaluation transform keeps the label whole; any other is the training augmentation
         raise ValueError(
@@ -124,7 +116,7 @@ def evaluate(
         count = min(count, int(max_images))
     if count == 0:
         raise ValueError("evaluate: the dataset is empty (or eval.max_images is 0); nothing to score")
-    indices = list(range(count))[rank::world]
+    indices = shard_indices(count)
     loader = DataLoader(
         Subset(dataset, indices),
         batch_size=1,  # image sizes differ within a dataset
@@ -138,7 +130,7 @@ def evaluate(
     model.eval()
     start = time.perf_counter()
     try:
-        bar = tqdm(loader, desc="eval", unit="img", disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
+        bar = tqdm(loader, desc="eval", unit="img", disable=not progress or not main, leave=False, dynamic_ncols=True)
         for index, (image, label) in zip(indices, bar, strict=True):
             image = image.to(device, non_blocking=True)
             label = label.to(device, non_blocking=True)
@@ -147,7 +139,7 @@ def evaluate(
             matrix.update(pred, label)
             if on_prediction is not None:
                 on_prediction(index, pred[0].cpu(), label[0].cpu())
-            if rank == 0 and len(samples) < num_samples:
+            if main and len(samples) < num_samples:
                 samples.append(
                     Sample(
                         _denormalise(image[0], label.shape[-2:], mean, std),

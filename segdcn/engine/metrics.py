@@ -24,7 +24,8 @@ import math
 from typing import Any
 
 import torch
-import torch.distributed as dist
+
+from segdcn.engine.distributed import all_reduce_sum
 
 
 class ConfusionMatrix:
@@ -78,8 +79,7 @@ class ConfusionMatrix:
     def all_reduce(self) -> None:
         """Sums the counts of all ranks in place (every rank ends with the total), when
         torch.distributed is initialised; does nothing otherwise."""
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.counts, op=dist.ReduceOp.SUM)
+        all_reduce_sum(self.counts)
 
     def compute(self) -> dict[str, Any]:
         """The metrics of the counts so far:
