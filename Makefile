@@ -7,21 +7,24 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.14.1 torchvision==0.29.1
 KERNELS := $(wildcard kernels/*.h kernels/*.cpp kernels/*/*.h kernels/*/*.cpp kernels/*/*.cu kernels/*/*.cuh)
 STAMP := $(VENV)/.segdcn-installed
-PIP_INSTALL_SEGDCN := MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install --no-build-isolation -e '.[dev]'
+# The tested dependency set, transitive ones included, pinned: both pip steps install with it (-c), so a
+# fresh machine gets what CI tested. `make lock` rewrites it; pyproject.toml keeps the compatible ranges.
+LOCK := requirements-lock.txt
+PIP_INSTALL_SEGDCN := MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install --no-build-isolation -c $(LOCK) -e '.[dev]'
 PYTEST_ARGS ?=
 
-.PHONY: install install-demo build test test-slow test-gpu demo bench lint clean
+.PHONY: install install-demo lock build test test-slow test-gpu demo bench lint clean
 
 install: $(STAMP)
 
-$(VENV)/.torch-installed:
+$(VENV)/.torch-installed: $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install $(TORCH)
+	$(PY) -m pip install -c $(LOCK) $(TORCH)
 	touch $@
 
-# Reinstalls (and rebuilds segdcn._C) only when the package metadata or the kernels change.
-$(STAMP): $(VENV)/.torch-installed pyproject.toml setup.py $(KERNELS)
+# Reinstalls (and rebuilds segdcn._C) only when the package metadata, the lock or the kernels change.
+$(STAMP): $(VENV)/.torch-installed $(LOCK) pyproject.toml setup.py $(KERNELS)
 	rm -f $(CPU_STAMP)
 	$(PIP_INSTALL_SEGDCN)
 	touch $@
@@ -30,10 +33,33 @@ $(STAMP): $(VENV)/.torch-installed pyproject.toml setup.py $(KERNELS)
 # of its fifteen minutes: it takes an up-to-date full install when there is one, else a CPU-only build.
 # Each build removes the other's stamp, so `make test` afterwards rebuilds with the CUDA kernels.
 CPU_STAMP := $(VENV)/.segdcn-installed-cpu
-$(CPU_STAMP): $(VENV)/.torch-installed pyproject.toml setup.py $(KERNELS)
+$(CPU_STAMP): $(VENV)/.torch-installed $(LOCK) pyproject.toml setup.py $(KERNELS)
 	rm -f $(STAMP)
 	SEGDCN_CUDA=0 $(PIP_INSTALL_SEGDCN)
 	touch $@
+
+# Rewrites $(LOCK) from a throwaway venv: torch, then pyproject's dependencies and dev extra as pyproject
+# states them (read with tomllib: Python >= 3.11), without the lock. segdcn itself is not installed there:
+# an editable install would build segdcn/_C*.so into this tree, replacing the one .venv runs. --all keeps
+# setuptools (a requirement of torch and the build backend), which a plain freeze leaves out before Python 3.12.
+# Then `make install` installs the new pins into .venv.
+LOCK_VENV := build/lock-venv
+LOCK_PY := $(LOCK_VENV)/bin/python
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_PY) -m pip install --upgrade pip
+	$(LOCK_PY) -m pip install $(TORCH)
+	$(LOCK_PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+		print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev']))" > $(LOCK_VENV)/requirements.txt
+	$(LOCK_PY) -m pip install -r $(LOCK_VENV)/requirements.txt
+	{ echo "# $(LOCK): the tested dependency set of segdcn, transitive ones included, pinned. Written by"; \
+	  echo "# \`make lock\` (do not edit by hand); \`make install\` installs with it as pip constraints (-c)."; \
+	  echo "# Made with Python $$($(LOCK_PY) -c 'import platform; print(platform.python_version())')" \
+	    "on $$($(LOCK_PY) -c 'import sysconfig; print(sysconfig.get_platform())'), $$($(LOCK_PY) -m pip --version | cut -d' ' -f1-2)."; \
+	  $(LOCK_PY) -m pip freeze --all --exclude pip --exclude-editable | grep -v '^#'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 install-demo:
 	@if $(MAKE) -q install || nvidia-smi -L >/dev/null 2>&1; then $(MAKE) install; else $(MAKE) $(CPU_STAMP); fi
