@@ -154,3 +154,59 @@ def test_segdcn_eval_reports_both_numbers_on_cityscapes(cityscapes, tmp_path):
     results = sorted(p.name for p in (tmp_path / "run" / "cityscapes_results" / "aachen").iterdir())
     assert results == ["aachen_000000_000019_pred_labelIds.png", "aachen_000001_000019_pred_labelIds.png"]
     assert (tmp_path / "run" / "cityscapes_official.json").is_file()
+
+
+@pytest.fixture
+def cityscapes_without_one_label_ids(tmp_path):
+    """The published layout (polygons, trainIds, labelIds) with the second train image's labelIds removed."""
+    fixture = write_cityscapes(tmp_path / "cs")
+    for polygons in polygon_files(fixture.root):
+        TrainIdJob(polygons).run()
+        json2labelImg(str(polygons), str(polygons)[: -len(POLYGON_SUFFIX)] + "_gtFine_labelIds.png", "ids")
+    removed = fixture.root / "gtFine" / "train" / "aachen" / "aachen_000001_000019_gtFine_labelIds.png"
+    removed.unlink()
+    return fixture, removed
+
+
+def test_a_missing_ground_truth_stops_the_writer_before_inference(cityscapes_without_one_label_ids, tmp_path):
+    fixture, removed = cityscapes_without_one_label_ids
+    dataset = Cityscapes(fixture.root, "train", transforms=None)
+    with pytest.raises(OfficialEvaluationError) as error:
+        PredictionWriter(dataset.images, tmp_path / "results")
+    message = str(error.value)
+    assert str(removed) in message and "1 of 2" in message
+    assert "aachen_000000_000019_gtFine_labelIds.png" not in message  # only the missing one is named
+    assert "gtFine_trainvaltest.zip" in message and "prepare_cityscapes.py" in message
+    assert not (tmp_path / "results").exists()
+
+
+def test_segdcn_eval_checks_the_ground_truth_before_it_evaluates(
+    cityscapes_without_one_label_ids, tmp_path, monkeypatch
+):
+    import segdcn.engine.evaluate
+    from segdcn.eval import run
+    from tests.test_eval_app import compose_eval, write_checkpoint
+
+    fixture, removed = cityscapes_without_one_label_ids
+    calls = []
+    monkeypatch.setattr(segdcn.engine.evaluate, "evaluate", lambda *args, **kwargs: calls.append(args))
+    path = write_checkpoint(tmp_path / "best.pt", ["dataset=cityscapes", f"dataset.root={fixture.root}"])
+    overrides = ["eval.official=true", "eval.split=train", "dataset.eval.short_side=null", "eval.num_workers=0"]
+    cfg = compose_eval([f"ckpt={path}", "progress=false", "device=cpu", *overrides])
+    with pytest.raises(OfficialEvaluationError, match=r"1 of 2 .* missing: .*aachen_000001_000019_gtFine_labelIds"):
+        run(cfg, tmp_path / "run", None, ["eval.short_side"])
+    assert calls == []  # no inference ran
+    assert not (tmp_path / "run" / "cityscapes_results").exists()
+
+
+def test_the_missing_ground_truths_are_counted_and_the_first_few_named(tmp_path):
+    from segdcn.engine.cityscapes_official import MISSING_SHOWN, check_ground_truths
+
+    images = [tmp_path / "leftImg8bit" / "val" / "lindau" / f"lindau_{i:06d}_000019_leftImg8bit.png" for i in range(8)]
+    with pytest.raises(OfficialEvaluationError) as error:
+        check_ground_truths(images)
+    message = str(error.value)
+    assert "8 of 8 " in message and f"and {8 - MISSING_SHOWN} more" in message
+    named = [i for i in range(8) if f"lindau_{i:06d}_000019_gtFine_labelIds.png" in message]
+    assert named == list(range(MISSING_SHOWN))
+    assert str(tmp_path / "gtFine" / "val" / "lindau" / "lindau_000000_000019_gtFine_labelIds.png") in message

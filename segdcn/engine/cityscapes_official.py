@@ -91,12 +91,38 @@ def ground_truth_path(image_path: str | Path) -> Path:
     return root / "gtFine" / city_dir.parent.name / city_dir.name / (frame_prefix(image_path) + GT_LABEL_IDS_SUFFIX)
 
 
+MISSING_SHOWN = 5  # missing ground-truth files named in the error; the rest are counted
+
+
+def check_ground_truths(image_paths: Sequence[str | Path]) -> list[Path]:
+    """The *_gtFine_labelIds.png of each image, in order; raises OfficialEvaluationError naming the
+    first few missing ones (and how many there are) if any is not a file."""
+    ground_truths = [ground_truth_path(p) for p in image_paths]
+    missing = [path for path in ground_truths if not path.is_file()]
+    if missing:
+        shown = ", ".join(str(path) for path in missing[:MISSING_SHOWN])
+        more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
+        raise OfficialEvaluationError(
+            f"{len(missing)} of {len(ground_truths)} ground-truth label-id images for the official Cityscapes "
+            f"evaluation are missing: {shown}{more}. They are the *{GT_LABEL_IDS_SUFFIX} files of the gtFine "
+            "release (gtFine_trainvaltest.zip from cityscapes-dataset.com, or cityscapesscripts' csDownload); "
+            "unzip it over the dataset root. scripts/prepare_cityscapes.py writes *_gtFine_labelTrainIds.png "
+            "(trainIds), not these; cityscapesscripts' preparation/json2labelImg.py can draw them from the "
+            "polygons with the 'ids' encoding. Or run without eval.official=true"
+        )
+    return ground_truths
+
+
 class PredictionWriter:
     """An evaluate() hook (on_prediction) that writes each prediction as the labelId PNG
-    `results_dir/<city>/<city>_<seq>_<frame>_pred_labelIds.png` and records the pairs to score."""
+    `results_dir/<city>/<city>_<seq>_<frame>_pred_labelIds.png` and records the pairs to score.
+
+    The constructor checks that every image's *_gtFine_labelIds.png exists (check_ground_truths), so a
+    missing ground truth stops the job before inference, not after the whole split has been run."""
 
     def __init__(self, image_paths: Sequence[str | Path], results_dir: str | Path):
         self.image_paths = [Path(p) for p in image_paths]
+        check_ground_truths(self.image_paths)
         self.results_dir = Path(results_dir)
         self.predictions: list[Path] = []
         self.ground_truths: list[Path] = []
