@@ -11,6 +11,7 @@ import shutil
 import sys
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 # torch.utils.cpp_extension reads these at import time.
 if "CUDA_HOME" not in os.environ and os.path.isdir("/usr/local/cuda"):
@@ -54,4 +55,18 @@ def extension():
     )
 
 
-setup(ext_modules=[extension()], cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})
+class build_py_with_conf(build_py):
+    """Ships the top-level conf/ inside the package as segdcn/conf, so that a wheel or a non-editable
+    install finds the Hydra configs from any folder (segdcn.config.conf_dir)."""
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, "segdcn", "conf")
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(os.path.join(ROOT, "conf"), target, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+setup(
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": build_py_with_conf},
+)

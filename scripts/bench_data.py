@@ -18,13 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
+from segdcn.config import compose
 from segdcn.data.builder import build_dataset
 from segdcn.data.loader import build_loader
 from segdcn.data.synthetic import SyntheticConfig, generate
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def time_loader(dataset, batch_size: int, workers: int, batches: int, warmup: int) -> float:
@@ -67,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
 
-    cfg = OmegaConf.load(CONF_DIR / "dataset" / f"{args.dataset}.yaml")
+    cfg = compose("train", [f"dataset={args.dataset}"]).dataset
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         if args.root is None:
             if cfg.name != "synthetic":

@@ -16,15 +16,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from segdcn.config import CONF_DIR, compose
 from segdcn.data.check import scan
 from segdcn.data.errors import DatasetError
 from segdcn.data.labels import label_set
 from segdcn.data.parallel import default_workers
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-dir", type=Path, default=CONF_DIR, help="Hydra config folder (default: conf/)")
     args = parser.parse_args(argv)
 
-    with initialize_config_dir(config_dir=str(args.config_dir.resolve()), version_base="1.3"):
-        cfg = compose(config_name="check_dataset", overrides=args.overrides)
+    cfg = compose("check_dataset", args.overrides, config_dir=args.config_dir)
     try:
         report = scan(cfg.dataset, list(OmegaConf.to_container(cfg.splits)), args.workers, not args.no_progress)
     except DatasetError as error:

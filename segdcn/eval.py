@@ -26,56 +26,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-import segdcn.config  # noqa: F401 - registers the structured-config schemas before Hydra composes
+import segdcn.config  # registers the structured-config schemas before Hydra composes
+from segdcn.config import ConfigError, EvalAppConfig
 
 log = logging.getLogger(__name__)
 
-MODES = ("whole", "slide")
-PRECISIONS = ("fp32", "bf16", "fp16")
 
-
-class EvalConfigError(ValueError):
-    """A segdcn-eval setting that cannot work; the message names the key and what it expects."""
-
-
-def resolve_device(name: str):
-    """device: auto (a GPU if there is one, else the CPU), cpu, cuda, cuda:K."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise EvalConfigError(f"device={name!r}; expected auto, cpu, cuda or cuda:K") from error
-    if device.type not in ("cpu", "cuda"):
-        raise EvalConfigError(f"device={name!r}; expected auto, cpu, cuda or cuda:K")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvalConfigError(f"device={name!r} but no CUDA device is available; expected cpu or auto")
-    return device
-
-
-def check_settings(cfg: DictConfig, device) -> None:
-    """The eval.* values, checked before the model and the data are loaded."""
-    e = cfg.eval
-    if e.mode not in MODES:
-        raise EvalConfigError(f"eval.mode={e.mode!r}; expected one of {MODES}")
-    if cfg.precision not in PRECISIONS:
-        raise EvalConfigError(f"precision={cfg.precision!r}; expected one of {PRECISIONS}")
-    if cfg.precision == "fp16" and device.type != "cuda":
-        raise EvalConfigError("precision=fp16 runs on CUDA only; use precision=bf16 on the CPU")
-    for key in ("window", "stride"):
-        value = list(e[key])
-        if len(value) != 2 or min(value) < 1:
-            raise EvalConfigError(f"eval.{key}={value}; expected [height, width] in pixels")
-    if any(s > w for s, w in zip(e.stride, e.window, strict=True)):
-        raise EvalConfigError(
-            f"eval.stride={list(e.stride)} exceeds eval.window={list(e.window)}; pixels would be missed"
-        )
-    if not e.scales or min(e.scales) <= 0:
-        raise EvalConfigError(f"eval.scales={list(e.scales)}; expected positive factors, e.g. [0.75, 1.0, 1.25]")
-    if e.max_images is not None and e.max_images < 1:
-        raise EvalConfigError(f"eval.max_images={e.max_images}; expected a positive number or null (all images)")
+class EvalConfigError(ConfigError):
+    """A segdcn-eval setting that cannot work with this checkpoint or dataset; the message names the key."""
 
 
 def dataset_overrides(task_overrides: list[str]) -> list[str]:
@@ -154,14 +112,16 @@ def run(cfg: DictConfig, run_dir: str | Path, chosen_dataset: str | None, overri
 
     from segdcn.data import build_dataset, label_set
     from segdcn.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from segdcn.engine.device import check_precision_on, resolve_device
     from segdcn.engine.evaluate import evaluate
 
     run_dir = Path(run_dir)
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise EvalConfigError("ckpt is required: segdcn-eval ckpt=<run dir>/checkpoints/best.pt")
+    EvalAppConfig.from_config(cfg)  # every value checked before the model and the data load
     ckpt_path = Path(to_absolute_path(cfg.ckpt))
     device = resolve_device(cfg.device)
-    check_settings(cfg, device)
+    check_precision_on(device, cfg.precision)
 
     ckpt = load_checkpoint(ckpt_path)  # errors name the file: missing, truncated, not a segdcn checkpoint
     model, train_cfg = model_from_checkpoint(ckpt, device, path=ckpt_path)

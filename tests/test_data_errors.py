@@ -94,7 +94,7 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(DatasetConfigError, match=r"dataset\.root"):
         build_dataset(cfg, "train")
     for key, value, pattern in (
-        ("num_classes", 21, r"dataset\.num_classes is 21 but synthetic has 6"),
+        ("num_classes", 21, r"dataset\.num_classes=21: expected 6, the classes of synthetic"),
         ("layout", "coco", r"dataset\.layout"),
         ("name", "imagenet", r"dataset\.name"),
     ):

@@ -7,25 +7,22 @@ import re
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import segdcn
+from segdcn.config import ConfigError, compose
 from segdcn.data import SyntheticConfig, build_dataset, generate_synthetic
 from segdcn.engine.checkpoint import model_from_checkpoint, save_checkpoint
 from segdcn.engine.evaluate import evaluate
 from segdcn.eval import EvalConfigError, run
 from segdcn.models import build_model
-from tests.helpers import ROOT, run_python
-
-CONF = str(ROOT / "conf")
+from tests.helpers import run_python
 
 
 def write_checkpoint(path, train_overrides: list[str]):
     """A tiny randomly initialised DeepLab-R18 of conf/train.yaml (with `train_overrides`), saved as
     segdcn-train saves it: model weights and the resolved config as YAML."""
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("train", overrides=["model=deeplab_r18", "model.head.channels=32", *train_overrides])
+    cfg = compose("train", ["model=deeplab_r18", "model.head.channels=32", *train_overrides])
     torch.manual_seed(0)
     model = build_model(OmegaConf.to_container(cfg.model, resolve=True), cfg.dataset.num_classes)
     state = {
@@ -80,8 +77,7 @@ def test_missing_checkpoint_names_the_file(tmp_path):
 
 
 def compose_eval(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("eval", overrides=overrides)
+    return compose("eval", overrides)
 
 
 def test_dataset_group_replaces_the_checkpoints_dataset_and_settings_are_checked(checkpoint, tmp_path):
@@ -93,7 +89,7 @@ def test_dataset_group_replaces_the_checkpoints_dataset_and_settings_are_checked
 
     with pytest.raises(EvalConfigError, match="eval.official=true .* synthetic"):
         run(compose_eval([*common, "eval.official=true", f"dataset.root={root}"]), tmp_path / "o", None, ["root"])
-    with pytest.raises(EvalConfigError, match=r"eval.mode='tiles'"):
+    with pytest.raises(ConfigError, match=r"eval.mode='tiles': expected one of whole, slide"):
         run(compose_eval([*common, "eval.mode=tiles"]), tmp_path / "m", None, [])
     with pytest.raises(EvalConfigError, match="predicts 6 classes .* voc_aug has 21"):
         run(compose_eval([*common, "dataset=voc_aug"]), tmp_path / "v", "voc_aug", [])

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 import segdcn.config
 from segdcn.data import generate_synthetic
@@ -25,8 +24,7 @@ EXPERIMENTS = ("paper_voc", "paper_cityscapes", "paper_table3", "demo")
 
 
 def compose_train(*overrides: str, hydra_node: bool = False):
-    with initialize_config_dir(segdcn.config.CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=hydra_node)
+    return segdcn.config.compose("train", overrides, hydra_node=hydra_node)
 
 
 # issue #7: ResNet-101 DeepLab, OS16, paper head, frozen BN, 3 deformable layers; global batch 8,

@@ -13,8 +13,8 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from segdcn.config import compose
 from segdcn.data.labels import SYNTHETIC
 from segdcn.engine.checkpoint import CheckpointError, model_from_checkpoint, save_checkpoint
 from segdcn.export import ExportConfigError, ExportVerificationError, export_model, read_metadata
@@ -24,7 +24,7 @@ from segdcn.export.exporter import load_trained_model
 from segdcn.export.onnx import OnnxRunner, check_onnx
 from segdcn.export.shapes import random_input
 
-from .helpers import ROOT, run_python
+from .helpers import run_python
 from .model_files import train_config, write_checkpoint
 from .wandb_records import read_records
 
@@ -205,8 +205,7 @@ def test_the_active_wandb_run_gets_the_artifact(cli_export, tmp_path, wandb_env)
 
 
 def export_cfg(*overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("export", overrides=list(overrides))
+    return compose("export", overrides)
 
 
 def test_unknown_format_is_named_by_the_command(checkpoints, tmp_path):

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import segdcn.config  # noqa: F401 - registers the schemas conf/train.yaml starts from
+from segdcn.config import compose
 from segdcn.loggers import NullLogger, build_logger
 from segdcn.loggers.naming import JobIdentity, job_identity, run_name, sweep_group
 
@@ -50,8 +49,7 @@ def wandb_env(monkeypatch, tmp_path_factory):
 
 
 def train_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return compose(config_name="train", overrides=list(overrides))
+    return compose("train", overrides)
 
 
 def eval_metrics(miou: float) -> dict:

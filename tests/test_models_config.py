@@ -7,23 +7,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from segdcn.models import FrozenBatchNorm2d, build_model, deformable_layer_names, param_groups, parse_model_cfg
+from segdcn.config import ConfigError, ModelConfig, compose
+from segdcn.models import FrozenBatchNorm2d, build_model, deformable_layer_names, param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:model.norm=frozen_bn without:UserWarning")
 
 
 def compose_model(name: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        return compose(overrides=[f"+model={name}", *overrides]).model
+    return compose("train", [f"model={name}", *overrides]).model
 
 
 @pytest.mark.parametrize("name", ["deeplab_r101", "deeplab_r50", "deeplab_r18"])
 def test_config_files_parse(name):
-    spec = parse_model_cfg(compose_model(name))
+    spec = ModelConfig.from_config(compose_model(name))
     assert spec.dcn.layers == 0 and spec.head.name == "paper"
     if name != "deeplab_r18":  # the paper's setting
         assert (spec.backbone.output_stride, spec.backbone.pretrained, spec.norm) == (16, "imagenet", "frozen_bn")
@@ -50,41 +49,44 @@ def test_the_paper_model_from_config_keys():
 
 
 def test_plain_dicts_and_defaults_work():
-    spec = parse_model_cfg({})
+    spec = ModelConfig.from_config({})
     assert (spec.backbone.name, spec.backbone.output_stride, spec.norm, spec.head.name) == (
         "resnet101",
         16,
         "frozen_bn",
         "paper",
     )
-    assert parse_model_cfg(OmegaConf.create({"dcn": {"at": "res5a,res5c"}})).dcn.at == ("res5a", "res5c")
+    assert ModelConfig.from_config(OmegaConf.create({"dcn": {"at": "res5a,res5c"}})).dcn.at == ["res5a", "res5c"]
+    assert ModelConfig.from_config(ModelConfig()) == ModelConfig.from_config(OmegaConf.structured(ModelConfig))
 
 
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"dcn": {"layers": 34}}, "model.dcn.layers must be one of 0..33 for resnet101 .*, got 34"),
+        ({"dcn": {"layers": 34}}, "model.dcn.layers=34: expected 0..33 for resnet101 "),
+        ({"dcn": {"layers": -1}}, "model.dcn.layers=-1: expected 0 or more"),
         ({"backbone": {"name": "resnet18"}, "dcn": {"layers": 17}}, "0..16 for resnet18"),
-        ({"dcn": {"layers": "3"}}, "model.dcn.layers must be .*got '3'"),
+        ({"dcn": {"layers": "3"}}, "model.dcn.layers='3': expected an integer"),
         ({"dcn": {"layers": 1, "at": ["res5c"]}}, "either model.dcn.layers .* or model.dcn.at"),
         ({"dcn": {"at": ["res5d"]}}, "model.dcn.at: resnet101 has no block 'res5d'"),
-        ({"dcn": {"impl": "cuda"}}, "model.dcn.impl must be one of native, torchvision, reference, got 'cuda'"),
-        ({"dcn": {"offset_dilation": "2"}}, "model.dcn.offset_dilation must be one of paper, official"),
-        ({"dcn": {"modulated": "yes"}}, "model.dcn.modulated must be true or false"),
-        ({"dcn": {"deform_groups": 0}}, "model.dcn.deform_groups must be an integer >= 1"),
-        ({"dcn": {"offset_lr_mult": -1}}, "model.dcn.offset_lr_mult must be a number >= 0"),
+        ({"dcn": {"impl": "cuda"}}, "model.dcn.impl='cuda': expected one of native, torchvision, reference"),
+        ({"dcn": {"offset_dilation": "2"}}, "model.dcn.offset_dilation='2': expected one of paper, official"),
+        ({"dcn": {"modulated": "yes"}}, "model.dcn.modulated='yes': expected true or false"),
+        ({"dcn": {"deform_groups": 0}}, "model.dcn.deform_groups=0: expected 1 or more"),
+        ({"dcn": {"offset_lr_mult": -1}}, "model.dcn.offset_lr_mult=-1.0: expected 0 or more"),
         ({"dcn": {"layer": 3}}, "unknown key model.dcn.layer; model.dcn has the keys layers, at"),
-        ({"backbone": {"name": "resnet102"}}, "model.backbone.name must be one of resnet18, .*resnet152"),
-        ({"backbone": {"output_stride": 4}}, "model.backbone.output_stride must be one of 8, 16, 32, got 4"),
-        ({"norm": "gn"}, "model.norm must be one of frozen_bn, bn, syncbn, got 'gn'"),
-        ({"head": {"name": "fcn"}}, "model.head.name must be one of paper, aspp_v2, aspp_v3"),
-        ({"head": {"rates": [6, 0]}}, r"model.head.rates\[\] must be an integer >= 1"),
+        ({"backbone": {"name": "resnet102"}}, "model.backbone.name='resnet102': expected one of resnet18, .*resnet152"),
+        ({"backbone": {"output_stride": 4}}, "model.backbone.output_stride=4: expected one of 8, 16, 32"),
+        ({"norm": "gn"}, "model.norm='gn': expected one of frozen_bn, bn, syncbn"),
+        ({"head": {"name": "fcn"}}, "model.head.name='fcn': expected one of paper, aspp_v2, aspp_v3"),
+        ({"head": {"name": "aspp_v2", "rates": [6, 0]}}, r"model.head.rates=\[6, 0\]: expected null or a list of pos"),
+        ({"head": {"rates": [6, 12]}}, r"model.head.rates=\[6, 12\]: expected null with model.head.name=paper"),
         ({"heads": {}}, "unknown key model.heads"),
     ],
 )
 def test_bad_values_name_the_key_and_the_allowed_values(config, message):
-    with pytest.raises(ValueError, match=message):
-        parse_model_cfg(config)
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig.from_config(config)
 
 
 def test_bad_num_classes():

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from segdcn.models import ResNet, build_model, parse_model_cfg
+from segdcn.config import ModelConfig
+from segdcn.models import ResNet, build_model
 
 
 def res5_convs(backbone: ResNet) -> dict[str, nn.Conv2d]:
@@ -58,12 +59,12 @@ def test_width_scales_every_stage_and_keeps_names():
     ("backbone", "message"),
     [
         ({"output_stride": 32, "res5_dilation": 4}, "model.backbone.res5_dilation=4 needs res5 at stride 1"),
-        ({"res5_dilation": 0}, "model.backbone.res5_dilation must be"),
-        ({"res5_dilation": "4"}, "model.backbone.res5_dilation must be"),
-        ({"width": 0}, "model.backbone.width must be"),
+        ({"res5_dilation": 0}, "model.backbone.res5_dilation=0: expected 1 or more"),
+        ({"res5_dilation": "4"}, "model.backbone.res5_dilation='4': expected an integer or null"),
+        ({"width": 0}, "model.backbone.width=0: expected 1 or more"),
         ({"width": 32, "pretrained": "imagenet"}, "model.backbone.width=32 has no pretrained weights"),
     ],
 )
 def test_bad_variant_values_name_the_key(backbone, message):
     with pytest.raises(ValueError, match=message):
-        parse_model_cfg({"backbone": backbone})
+        ModelConfig.from_config({"backbone": backbone})

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from segdcn.config import compose
 from segdcn.data.errors import UnreadableFileError
 from segdcn.data.labels import SYNTHETIC, cityscapes_labels
 from segdcn.data.transforms import build_eval_transform
@@ -23,7 +23,7 @@ from segdcn.predict.app import run as predict_run
 from segdcn.predict.batches import batches
 from segdcn.predict.inputs import PredictInputError, find_images
 
-from .helpers import ROOT, run_python
+from .helpers import run_python
 from .model_files import write_checkpoint
 
 # name -> (height, width); the model's window is its 64x64 training crop, so a and c slide, b is whole
@@ -143,8 +143,7 @@ def test_an_image_within_the_window_is_labelled_by_one_forward_pass(predictions,
 
 
 def predict_cfg(*overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("predict", overrides=["progress=false", *overrides])
+    return compose("predict", ["progress=false", *overrides])
 
 
 def test_cityscapes_gets_label_id_pngs_at_the_input_size(model_files, tmp_path):

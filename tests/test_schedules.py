@@ -83,10 +83,10 @@ def test_state_dict_resumes_the_curve():
 @pytest.mark.parametrize(
     ("cfg", "key"),
     [
-        (ScheduleConfig(name="cosine"), "schedule.name"),
-        (ScheduleConfig(name="step", milestones=[1.5]), "schedule.milestones"),
-        (ScheduleConfig(name="poly", min_lr=1.0), "schedule.min_lr"),
-        (ScheduleConfig(name="poly", warmup_factor=2.0), "schedule.warmup_factor"),
+        ({"name": "cosine"}, "schedule.name"),
+        ({"name": "step", "milestones": [1.5]}, "schedule.milestones"),
+        ({"name": "poly", "min_lr": 1.0}, "schedule.min_lr"),
+        ({"name": "poly", "warmup_factor": 2.0}, "schedule.warmup_factor"),
     ],
 )
 def test_bad_settings_name_their_key(cfg, key):

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-import segdcn.config  # noqa: F401 - registers the schemas
+import segdcn.config
 from segdcn.data import build_dataset, generate_synthetic, label_set
 from segdcn.data.synthetic import SyntheticConfig
 from segdcn.engine.checkpoint import CheckpointNotFoundError, load_checkpoint, model_from_checkpoint
@@ -71,8 +70,7 @@ def metrics_lines(run_dir: Path) -> list[dict]:
 
 
 def compose_train(*args: str, hydra_node: bool = False):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(args), return_hydra_config=hydra_node)
+    return segdcn.config.compose("train", args, hydra_node=hydra_node)
 
 
 def assert_same_tensors(a: dict, b: dict, what: str) -> None:
@@ -319,20 +317,32 @@ def test_config_errors_fail_at_start(data_root, tmp_path, override, message):
 @pytest.mark.parametrize(
     ("overrides_", "message"),
     [
-        (["trainer.batch_size=4", "trainer.accumulate=3"], "trainer.batch_size=4 (the global batch per optimizer"),
-        (["trainer.precision=fp8"], "trainer.precision='fp8'; expected one of fp32, bf16, fp16"),
-        (["trainer.precision=fp16", "trainer.device=cpu"], "trainer.precision=fp16 needs a CUDA device"),
-        (["trainer.max_iters=0"], "trainer.max_iters=0; expected a positive integer"),
-        (["optim.name=adam"], "optim.name='adam'; expected one of sgd, adamw"),
-        (["optim=adamw", "optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5]; expected two numbers in [0, 1)"),
+        (["trainer.batch_size=4", "trainer.accumulate=3"], "trainer.batch_size=4: expected a multiple of trainer."),
+        (["trainer.precision=fp8"], "trainer.precision='fp8': expected one of fp32, bf16, fp16"),
+        (["trainer.precision=fp16", "trainer.device=cpu"], "trainer.precision=fp16: runs on CUDA only"),
+        (["trainer.max_iters=0"], "trainer.max_iters=0: expected 1 or more"),
+        (["trainer.device=gpu"], "trainer.device='gpu': expected auto, cpu, cuda or cuda:K"),
+        (["optim.name=adam"], "optim.name='adam': expected one of sgd, adamw"),
+        (["optim=adamw", "optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5]: expected two numbers in [0, 1)"),
+        # a key of the other optimizer or schedule would be ignored: refused
+        (["optim=adamw", "optim.nesterov=true"], "optim.nesterov=true: expected the default (False): it applies to"),
+        (["optim=sgd", "optim.betas=[0.8,0.9]"], "optim.betas=[0.8, 0.9]: expected the default ([0.9, 0.999])"),
+        (["schedule=poly", "schedule.milestones=[0.5]"], "schedule.milestones=[0.5]: expected the default"),
+        (["schedule=step", "schedule.power=2.0"], "schedule.power=2.0: expected the default (0.9): it applies to"),
+        (["dataset=cityscapes", "dataset.image_dir=JPEGImages"], "dataset.image_dir='JPEGImages': expected null"),
+        (["model.dcn.layers=-1"], "model.dcn.layers=-1: expected 0 or more"),
+        (["logger.mode=online2"], "logger.mode='online2': expected one of online, offline, disabled"),
+        (["eval.official=true"], "eval.official=true: segdcn-train does not run the official Cityscapes evaluation"),
     ],
 )
 def test_value_errors_name_the_key(overrides_, message):
-    from segdcn.engine.trainer import TrainConfigError, check_config
+    from segdcn.config import ConfigError, TrainConfig
+    from segdcn.engine.trainer import check_topology
 
     cfg = compose_train("logger=none", *overrides_)
-    with pytest.raises(TrainConfigError, match=re.escape(message)):
-        check_config(cfg, world_size=1, device=torch.device("cpu"))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TrainConfig.from_config(cfg)
+        check_topology(cfg, world_size=1, device=torch.device("cpu"))
 
 
 def test_resume_from_a_missing_path_names_the_key(data_root, tmp_path):

@@ -20,10 +20,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-import segdcn
-
-CONF_DIR = Path(segdcn.__file__).resolve().parents[1] / "conf"
-
 
 def pop_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """(other arguments, dataset overrides): the `dataset=...`/`dataset.<key>=...` words of a command line,
@@ -77,14 +73,11 @@ def split_overrides(overrides: list[str]) -> tuple[str | None, list[str]]:
 
 def dataset_config(train_cfg: DictConfig, overrides: list[str], ckpt: str | Path = "checkpoint") -> DictConfig:
     """The dataset config for a checkpoint trained with `train_cfg`, under Hydra-style dataset overrides."""
-    from hydra import compose, initialize_config_dir
-
-    import segdcn.config  # noqa: F401 - registers the schemas the eval config starts from
+    from segdcn.config import compose
     from segdcn.eval import resolve_dataset_config
 
     chosen, overridden = split_overrides(overrides)
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("eval", overrides=[f"ckpt={ckpt}", *overrides])
+    cfg = compose("eval", [f"ckpt={ckpt}", *overrides])
     dataset = resolve_dataset_config(cfg, train_cfg, chosen, overridden)
     classes = int(train_cfg.dataset.num_classes)
     if int(dataset.num_classes) != classes:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segdcn.data.builder import build_dataset, list_name, validate
+from segdcn.config import DatasetConfig
+from segdcn.data.builder import build_dataset, list_name
 from segdcn.data.errors import DatasetError, UnreadableFileError
 from segdcn.data.io import invalid_label_values, read_image, read_label
 from segdcn.data.parallel import parallel_map
@@ -88,8 +89,8 @@ class Report:
 
 def scan(dataset_cfg: Mapping, splits: list[str], workers: int | None = None, progress: bool = True) -> Report:
     """Checks every listed file of every split: present, decodable, same size, label values known."""
-    cfg = validate(dataset_cfg)
-    report = Report(f"{cfg['name']} at {cfg['root']}")
+    cfg = DatasetConfig.from_config(dataset_cfg)
+    report = Report(f"{cfg.name} at {cfg.root}")
     for split in splits:
         try:
             dataset = build_dataset(cfg, split, transforms=None, check_labels=False, verify_files=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from segdcn.errors import ConfigError
+
 
 class DatasetError(Exception):
     """Base class of the data errors."""
@@ -20,8 +22,9 @@ class LabelValueError(DatasetError, ValueError):
     """A label image holds values that are neither a class index nor the ignore value."""
 
 
-class DatasetConfigError(DatasetError, KeyError):
-    """A dataset config lacks a key or holds a value of the wrong kind."""
+class DatasetConfigError(DatasetError, ConfigError, KeyError):
+    """A dataset config lacks a key or holds a value of the wrong kind (a ConfigError, and a KeyError
+    for callers that catch a missing key)."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""

@@ -21,49 +21,29 @@ import torch
 SCHEDULES = ("step", "poly")
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if isinstance(cfg, Mapping):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
-
-
 class LRSchedule:
     """Sets each group's lr from the iteration; state is the iteration alone, so a resume restores it."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule_cfg: Any, base_lr: float, max_iters: int):
+        from segdcn.config import ConfigError, ScheduleConfig
+
+        cfg = ScheduleConfig.from_config(schedule_cfg)  # a ScheduleConfig, DictConfig or dict; checked
         self.optimizer = optimizer
-        self.name = _get(schedule_cfg, "name", "step")
-        if self.name not in SCHEDULES:
-            raise ValueError(f"schedule.name is {self.name!r}; expected one of {', '.join(SCHEDULES)}")
+        self.name = cfg.name
         if max_iters < 1:
-            raise ValueError(f"trainer.max_iters is {max_iters}; expected a positive number of iterations")
+            raise ConfigError(f"trainer.max_iters={max_iters}: expected a positive number of iterations")
         if base_lr <= 0:
-            raise ValueError(f"optim.lr is {base_lr}; expected a positive learning rate")
+            raise ConfigError(f"optim.lr={base_lr}: expected a positive learning rate")
         self.base_lr = float(base_lr)
         self.max_iters = int(max_iters)
-        self.warmup_iters = int(_get(schedule_cfg, "warmup_iters", 0) or 0)
-        self.warmup_factor = float(_get(schedule_cfg, "warmup_factor", 0.1))
-        if self.warmup_iters < 0 or not 0 <= self.warmup_factor <= 1:
-            raise ValueError(
-                f"schedule.warmup_iters={self.warmup_iters}, schedule.warmup_factor={self.warmup_factor}; "
-                "expected warmup_iters >= 0 and 0 <= warmup_factor <= 1"
-            )
-        if self.name == "step":
-            milestones = list(_get(schedule_cfg, "milestones", [2 / 3]) or [])
-            if any(not 0 < m <= 1 for m in milestones):
-                raise ValueError(
-                    f"schedule.milestones is {milestones}; expected fractions of trainer.max_iters in (0, 1]"
-                )
-            self.milestone_iters = sorted(round(m * self.max_iters) for m in milestones)
-            self.gamma = float(_get(schedule_cfg, "gamma", 0.1))
-        else:
-            self.power = float(_get(schedule_cfg, "power", 0.9))
-            self.min_ratio = float(_get(schedule_cfg, "min_lr", 0.0)) / self.base_lr
-            if self.power <= 0 or not 0 <= self.min_ratio <= 1:
-                raise ValueError(
-                    f"schedule.power={self.power}, schedule.min_lr={self.min_ratio * self.base_lr}; "
-                    f"expected power > 0 and 0 <= min_lr <= optim.lr ({self.base_lr})"
-                )
+        self.warmup_iters = cfg.warmup_iters
+        self.warmup_factor = cfg.warmup_factor
+        self.milestone_iters = sorted(round(m * self.max_iters) for m in cfg.milestones)
+        self.gamma = cfg.gamma
+        self.power = cfg.power
+        self.min_ratio = cfg.min_lr / self.base_lr
+        if self.min_ratio > 1:
+            raise ConfigError(f"schedule.min_lr={cfg.min_lr}: expected at most optim.lr ({self.base_lr})")
         for index, group in enumerate(optimizer.param_groups):
             group.setdefault("lr_mult", 1.0)
             group.setdefault("name", f"group{index}")

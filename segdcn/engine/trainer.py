@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from segdcn.config import ConfigError, TrainConfig
 from segdcn.data import build_dataset, label_set
 from segdcn.data.loader import seed_worker
 from segdcn.engine import distributed as dist
@@ -41,6 +42,7 @@ from segdcn.engine.checkpoint import (
     save_checkpoint,
 )
 from segdcn.engine.data_order import SeededSamples, TrainOrder
+from segdcn.engine.device import check_precision_on, resolve_device
 from segdcn.engine.evaluate import EvalResult, evaluate
 from segdcn.engine.inference import autocast
 from segdcn.engine.rng import rng_state, seed_everything, set_deterministic, set_rng_state
@@ -49,8 +51,6 @@ from segdcn.models import build_model, param_groups
 
 log = logging.getLogger("segdcn.train")
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-OPTIMIZERS = ("sgd", "adamw")
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -58,55 +58,16 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: the run stops without writing the bad weights."""
 
 
-class TrainConfigError(ValueError):
-    """A training setting out of range; the message names the key and what it expects."""
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """trainer.device: auto (this process's GPU if there is one, else the CPU), cpu, cuda, cuda:K."""
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise TrainConfigError(f"trainer.device={name!r}; expected auto, cpu, cuda or cuda:K") from error
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainConfigError(f"trainer.device={name!r} but no CUDA device is available; expected cpu or auto")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    elif device.type != "cpu":
-        raise TrainConfigError(f"trainer.device={name!r}; expected auto, cpu, cuda or cuda:K")
-    return device
-
-
-def check_config(cfg: DictConfig, world_size: int, device: torch.device) -> None:
-    """The value checks the schema's types cannot express; each error names its key."""
+def check_topology(cfg: DictConfig, world_size: int, device: torch.device) -> None:
+    """The checks that need the process group and the device; the schema (segdcn.config) checks the rest."""
     t = cfg.trainer
-    for key in ("max_iters", "batch_size", "accumulate", "log_every"):
-        if t[key] < 1:
-            raise TrainConfigError(f"trainer.{key}={t[key]}; expected a positive integer")
-    for key in ("eval_every", "checkpoint_every", "num_workers"):
-        if t[key] < 0:
-            raise TrainConfigError(f"trainer.{key}={t[key]}; expected 0 or a positive integer")
     if t.batch_size % (world_size * t.accumulate):
-        raise TrainConfigError(
-            f"trainer.batch_size={t.batch_size} (the global batch per optimizer step) is not divisible by "
+        raise ConfigError(
+            f"trainer.batch_size={t.batch_size}: the global batch per optimizer step is not divisible by "
             f"{world_size} processes x trainer.accumulate={t.accumulate}; expected a multiple of "
             f"{world_size * t.accumulate}"
         )
-    if t.precision not in PRECISIONS:
-        raise TrainConfigError(f"trainer.precision={t.precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if t.precision == "fp16" and device.type != "cuda":
-        raise TrainConfigError("trainer.precision=fp16 needs a CUDA device; expected bf16 or fp32 on the CPU")
-    if t.stop_at is not None and t.stop_at < 1:
-        raise TrainConfigError(f"trainer.stop_at={t.stop_at}; expected a positive iteration or null")
-    if t.clip_grad_norm is not None and t.clip_grad_norm <= 0:
-        raise TrainConfigError(f"trainer.clip_grad_norm={t.clip_grad_norm}; expected a positive norm or null")
-    if cfg.optim.name not in OPTIMIZERS:
-        raise TrainConfigError(f"optim.name={cfg.optim.name!r}; expected one of {', '.join(OPTIMIZERS)}")
-    if cfg.optim.name == "adamw" and (len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas)):
-        raise TrainConfigError(f"optim.betas={list(cfg.optim.betas)}; expected two numbers in [0, 1)")
+    check_precision_on(device, t.precision, key="trainer.precision")
 
 
 def build_optimizer(model: nn.Module, optim: DictConfig) -> torch.optim.Optimizer:
@@ -132,12 +93,13 @@ def weights_finite(model: nn.Module) -> bool:
 
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: str | Path):
+        TrainConfig.from_config(cfg)  # every value checked before anything is built
         self.cfg = cfg
         t = cfg.trainer
         wanted = "cuda" if t.device.startswith("cuda") or (t.device == "auto" and torch.cuda.is_available()) else "cpu"
         self.dist = dist.init_distributed(wanted)
-        self.device = resolve_device(t.device, self.dist.local_rank)
-        check_config(cfg, self.dist.world_size, self.device)
+        self.device = resolve_device(t.device, self.dist.local_rank, key="trainer.device")
+        check_topology(cfg, self.dist.world_size, self.device)
         # every process must write to rank 0's directory (their Hydra clocks may straddle a second)
         self.run_dir = Path(dist.broadcast_object(str(run_dir)))
         self.checkpoint_dir = self.run_dir / CHECKPOINT_DIR

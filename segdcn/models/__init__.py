@@ -1,7 +1,6 @@
 """DeepLab with deformable ResNet layers (Dai et al. 2017): backbone, heads, builder, parameter groups."""
 
 from .builder import build_backbone, build_model
-from .config import ModelSpec, parse_model_cfg
 from .dcn import deformable_layer_names, deformable_layers, make_deformable
 from .deeplab import DeepLab, upsample_logits
 from .naming import block_name, conv3x3_paths, last_conv3x3_paths, module_path, paper_name
@@ -14,7 +13,6 @@ __all__ = [
     "DeepLab",
     "FrozenBatchNorm2d",
     "LoadReport",
-    "ModelSpec",
     "ResNet",
     "block_name",
     "build_backbone",
@@ -28,6 +26,5 @@ __all__ = [
     "module_path",
     "paper_name",
     "param_groups",
-    "parse_model_cfg",
     "upsample_logits",
 ]

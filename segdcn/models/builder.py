@@ -7,7 +7,8 @@ from typing import Any
 
 from torch import nn
 
-from .config import ModelSpec, parse_model_cfg
+from segdcn.config import ModelConfig
+
 from .dcn import make_deformable
 from .deeplab import DeepLab
 from .heads import build_head
@@ -25,7 +26,7 @@ def freeze_stages(backbone: ResNet, stages: int) -> None:
             module.requires_grad_(False)
 
 
-def build_backbone(spec: ModelSpec) -> ResNet:
+def build_backbone(spec: ModelConfig) -> ResNet:
     b = spec.backbone
     backbone = ResNet(b.depth, b.output_stride, norm_layer(spec.norm), res5_dilation=b.res5_dilation, width=b.width)
     d = spec.dcn
@@ -55,11 +56,11 @@ def build_model(model_cfg: Any, num_classes: int) -> nn.Module:
 
     Returns DeepLab with `.backbone` (torchvision ResNet names; deformable convs are
     segdcn.ops.DeformConv2d at the names of the convs they replace), `.head`, `.spec` (the
-    checked ModelSpec) and `.backbone.pretrained_report` (None unless weights were loaded).
+    checked segdcn.config.ModelConfig) and `.backbone.pretrained_report` (None unless weights were loaded).
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    spec = parse_model_cfg(model_cfg)
+    spec = ModelConfig.from_config(model_cfg)
     backbone = build_backbone(spec)
     head = build_head(
         spec.head.name,

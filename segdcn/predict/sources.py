@@ -82,7 +82,7 @@ def open_source(
         kind = {"onnx": "an ONNX file", "program": "a torch.export program"}[expected]
         raise ExportConfigError(f"{key}={path} is {kind}; pass it as {expected}={path}")
     if key == "ckpt":
-        from segdcn.eval import resolve_device
+        from segdcn.engine.device import resolve_device
 
         return from_checkpoint(path, resolve_device(device))
     if key == "onnx":
