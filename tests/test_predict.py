@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from segdcn.config import compose
+from segdcn.config import ConfigError, compose
 from segdcn.data.errors import UnreadableFileError
 from segdcn.data.labels import SYNTHETIC, cityscapes_labels
 from segdcn.data.transforms import build_eval_transform
@@ -210,7 +210,7 @@ def test_an_exported_file_without_metadata(key, suffix, model_files, images, tmp
             r"onnx=.*synthetic\.pt2 is a torch\.export program; pass it as program=",
         ),
         (("program={images}/none.pt2",), FileNotFoundError, r"program=.*none\.pt2: no such file"),
-        (("ckpt={ckpt}", "mode=tiles"), ExportConfigError, r"mode='tiles'; expected one of slide, whole"),
+        (("ckpt={ckpt}", "mode=tiles"), ConfigError, r"mode='tiles': expected one of whole, slide"),
         (("ckpt={ckpt}", "input={images}/*.gif"), PredictInputError, r"input=.*\*\.gif: no images found"),
         (("ckpt={ckpt}", "input={images}/missing.png"), PredictInputError, r"missing\.png: no such file or folder"),
     ],

@@ -19,7 +19,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-import segdcn.config  # noqa: F401 - registers the structured-config schemas before Hydra composes
+import segdcn.config  # registers the structured-config schemas before Hydra composes
+from segdcn.config import ExportAppConfig
 from segdcn.export.errors import ExportConfigError
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise ExportConfigError("ckpt is required: segdcn-export ckpt=<run dir>/checkpoints/best.pt")
+    ExportAppConfig.from_config(cfg)  # every value checked before the checkpoint loads
     formats = resolve_formats(cfg.format)  # before the checkpoint loads: a typo fails at once
     ckpt_path = Path(to_absolute_path(cfg.ckpt))
     out_dir = Path(to_absolute_path(cfg.out)) if cfg.out else Path(run_dir)

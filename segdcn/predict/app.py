@@ -24,38 +24,23 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-import segdcn.config  # noqa: F401 - registers the structured-config schemas before Hydra composes
+import segdcn.config  # registers the structured-config schemas before Hydra composes
+from segdcn.config import PredictAppConfig
 from segdcn.export.errors import ExportConfigError
 
 log = logging.getLogger(__name__)
 
-MODES = ("slide", "whole")
-
-
-def _pair(cfg: DictConfig, key: str) -> list[int] | None:
-    value = cfg[key]
-    if value is None:
-        return None
-    value = [int(v) for v in value]
-    if len(value) != 2 or min(value) < 1:
-        raise ExportConfigError(f"{key}={value}; expected [height, width] in pixels")
-    return value
-
 
 def inference_settings(cfg: DictConfig, metadata: dict[str, Any]) -> dict[str, Any]:
     """mode, window, stride and short_side from the command line, else from the model's metadata."""
-    if cfg.mode not in MODES:
-        raise ExportConfigError(f"mode={cfg.mode!r}; expected one of {', '.join(MODES)}")
-    window = _pair(cfg, "window") or metadata["input"].get("window")
-    stride = _pair(cfg, "stride")
+    window = list(cfg.window) if cfg.window is not None else metadata["input"].get("window")
+    stride = list(cfg.stride) if cfg.stride is not None else None
     mode = cfg.mode if window is not None else "whole"  # no known window: whole images
     if mode == "slide":
         stride = stride or [max(1, 2 * w // 3) for w in window]
         if any(s > w for s, w in zip(stride, window, strict=True)):
             raise ExportConfigError(f"stride={stride} exceeds window={window}; pixels would be missed")
     short_side = metadata["input"].get("short_side") if cfg.short_side is None else cfg.short_side
-    if short_side is not None and short_side < 0:
-        raise ExportConfigError(f"short_side={short_side}; expected a size in pixels, 0 (no resize) or null")
     return {"mode": mode, "window": window, "stride": stride, "short_side": short_side or None}
 
 
@@ -73,8 +58,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     if OmegaConf.is_missing(cfg, "input"):
         raise ExportConfigError("input is required: an image, a folder or a glob pattern, e.g. input='photos/*.jpg'")
-    if cfg.batch_size < 1:
-        raise ExportConfigError(f"batch_size={cfg.batch_size}; expected a positive number of images")
+    PredictAppConfig.from_config(cfg)  # every value checked before the images and the model are read
     images = find_images(to_absolute_path(cfg.input))
     check_readable(images)  # before the model loads: a bad file fails at once
     absolute = {k: to_absolute_path(cfg[k]) if cfg[k] else None for k in ("ckpt", "onnx", "program")}
