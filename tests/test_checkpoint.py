@@ -15,6 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from segdcn.config import compose
 from segdcn.engine.checkpoint import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -28,7 +29,7 @@ from tests.helpers import ROOT
 
 
 def small_model_config(**dcn) -> dict:
-    model = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/model/deeplab_r18.yaml"))
+    model = OmegaConf.to_container(compose("train", ["model=deeplab_r18"]).model)
     model["head"]["channels"] = 16
     model["dcn"].update(dcn)
     return model

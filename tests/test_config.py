@@ -68,6 +68,15 @@ def test_group_files_hold_only_what_differs_from_the_schema(group):
         assert not repeats, f"{path.relative_to(ROOT)} repeats the schema's defaults: {repeats}"
 
 
+@pytest.mark.parametrize("app", sorted(config.SCHEMAS))
+def test_primary_configs_hold_only_what_differs_from_the_schema(app):
+    node = yaml.safe_load((ROOT / "conf" / f"{app}.yaml").read_text())
+    for key in ("defaults", "hydra"):
+        node.pop(key, None)
+    defaults = OmegaConf.to_container(OmegaConf.structured(config.SCHEMAS[app]), resolve=False)
+    assert not repeated_defaults(node, defaults, app)
+
+
 def test_the_walk_finds_a_repeated_default():
     # the check above can fail: a file restating model.dcn.layers: 0 is caught
     assert repeated_defaults({"dcn": {"layers": 0, "modulated": True}}, defaults_of(config.ModelConfig), "model") == [
@@ -140,6 +149,13 @@ def test_missing_keys_and_wrong_types_name_the_key():
         config.TrainerConfig.from_config({"max_iters": 1.5})
     with pytest.raises(ConfigError, match=r"optim.betas=\['a', 0.9\]: expected a list of numbers"):
         config.OptimConfig.from_config({"name": "adamw", "betas": ["a", 0.9]})
+
+
+def test_a_partial_mapping_merges_into_its_default_as_in_hydra():
+    raw = {"name": "voc_aug", "root": "x", "num_classes": 21, "image_dir": "JPEGImages", "mask_dir": "M"}
+    from_dict = config.DatasetConfig.from_config({**raw, "splits": {"train": "trainaug"}})
+    assert from_dict.splits == {"train": "trainaug", "val": "val"}
+    assert from_dict.splits == config.DatasetConfig.from_config(compose("train", ["dataset=voc_aug"]).dataset).splits
 
 
 def test_compose_gives_the_typed_config_the_app_uses():

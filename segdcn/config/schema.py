@@ -202,6 +202,11 @@ def _build(cls: type[S], data: Any, key: str) -> S:
         value, hint = data[field.name], hints[field.name]
         if isinstance(hint, type) and issubclass(hint, Schema):
             value = _build(hint, value if value is not None else {}, f"{key}.{field.name}")
+        elif isinstance(value, Mapping) and field.default_factory is not dataclasses.MISSING:
+            # a mapping merges into the default mapping, as Hydra merges a YAML file into the schema
+            default = field.default_factory()
+            if isinstance(default, dict):
+                value = {**default, **value}
         values[field.name] = value
     return cls(**values)
 
