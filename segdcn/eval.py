@@ -15,6 +15,7 @@ returns the mIoU, so Hydra's sweepers can optimise over evaluation settings.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -49,22 +50,29 @@ def dataset_overrides(task_overrides: list[str]) -> list[str]:
 
 
 def resolve_dataset_config(
-    cfg: DictConfig, checkpoint_cfg: DictConfig, chosen: str | None, overridden: list[str]
+    cfg: DictConfig, checkpoint_cfg: DictConfig, chosen: str | None, overridden: list[str], ckpt: Any = None
 ) -> DictConfig:
     """The dataset to evaluate on: conf/dataset/<chosen>.yaml (as composed, with its overrides) when
     `dataset=<chosen>` was given; otherwise the checkpoint's dataset config with the `dataset.*`
-    keys typed on the command line applied, checked against the dataset schema."""
+    keys typed on the command line applied, checked against the dataset schema. Either must have the
+    classes the checkpoint predicts."""
     from segdcn.config import DatasetConfig
 
+    ckpt = cfg.ckpt if ckpt is None else ckpt
     if chosen is not None:
-        return cfg.dataset
-    if "dataset" not in checkpoint_cfg:
+        dataset = cfg.dataset
+    elif "dataset" not in checkpoint_cfg:
+        raise EvalConfigError(f"checkpoint {ckpt}: its config has no dataset section; choose one with dataset=<name>")
+    else:
+        dataset = OmegaConf.merge(OmegaConf.structured(DatasetConfig), checkpoint_cfg.dataset)
+        for key in overridden:
+            OmegaConf.update(dataset, key, OmegaConf.select(cfg.dataset, key), merge=False)
+    classes = int(checkpoint_cfg.dataset.num_classes)
+    if int(dataset.num_classes) != classes:
         raise EvalConfigError(
-            f"checkpoint {cfg.ckpt}: its config has no dataset section; choose one with dataset=<name>"
+            f"checkpoint {ckpt} predicts {classes} classes ({checkpoint_cfg.dataset.name}) but "
+            f"dataset {dataset.name} has {dataset.num_classes}; evaluate it on a dataset with its classes"
         )
-    dataset = OmegaConf.merge(OmegaConf.structured(DatasetConfig), checkpoint_cfg.dataset)
-    for key in overridden:
-        OmegaConf.update(dataset, key, OmegaConf.select(cfg.dataset, key), merge=False)
     return dataset
 
 
@@ -118,48 +126,48 @@ def run(cfg: DictConfig, run_dir: str | Path, chosen_dataset: str | None, overri
     run_dir = Path(run_dir)
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise EvalConfigError("ckpt is required: segdcn-eval ckpt=<run dir>/checkpoints/best.pt")
-    EvalAppConfig.from_config(cfg)  # every value checked before the model and the data load
+    settings = EvalAppConfig.from_config(cfg)  # every value checked before the model and the data load
     ckpt_path = Path(to_absolute_path(cfg.ckpt))
-    device = resolve_device(cfg.device)
-    check_precision_on(device, cfg.precision)
+    device = resolve_device(settings.device)
+    check_precision_on(device, settings.precision)
 
     ckpt = load_checkpoint(ckpt_path)  # errors name the file: missing, truncated, not a segdcn checkpoint
     model, train_cfg = model_from_checkpoint(ckpt, device, path=ckpt_path)
     del ckpt["model"]
-    dataset_cfg = resolve_dataset_config(cfg, train_cfg, chosen_dataset, overridden)
+    dataset_cfg = resolve_dataset_config(cfg, train_cfg, chosen_dataset, overridden, ckpt_path)
     model_classes = int(train_cfg.dataset.num_classes)
-    if int(dataset_cfg.num_classes) != model_classes:
-        raise EvalConfigError(
-            f"checkpoint {ckpt_path} predicts {model_classes} classes ({train_cfg.dataset.name}) but "
-            f"dataset {dataset_cfg.name} has {dataset_cfg.num_classes}; evaluate it on a dataset with its classes"
-        )
-    if cfg.eval.official and dataset_cfg.layout != "cityscapes":
+    if settings.eval.official and dataset_cfg.layout != "cityscapes":
         raise EvalConfigError(
             f"eval.official=true runs cityscapesscripts' evaluation, but the dataset is {dataset_cfg.name} "
             f"(layout {dataset_cfg.layout}); use it with dataset=cityscapes"
         )
-    dataset = build_dataset(dataset_cfg, cfg.eval.split, augment=False)
+    dataset = build_dataset(dataset_cfg, settings.eval.split, augment=False)
     names = list(label_set(dataset_cfg.name).names)
 
     writer = None
-    if cfg.eval.official:
+    if settings.eval.official:
         from segdcn.engine.cityscapes_official import PredictionWriter
 
         writer = PredictionWriter(dataset.images, run_dir / "cityscapes_results")
     log.info(
-        "evaluating %s on %s/%s (%d images) on %s", ckpt_path, dataset_cfg.name, cfg.eval.split, len(dataset), device
+        "evaluating %s on %s/%s (%d images) on %s",
+        ckpt_path,
+        dataset_cfg.name,
+        settings.eval.split,
+        len(dataset),
+        device,
     )
     start = time.perf_counter()
     result = evaluate(
         model,
         dataset,
-        cfg.eval,
+        settings.eval,
         device=device,
-        precision=cfg.precision,
+        precision=settings.precision,
         num_classes=model_classes,
         ignore_index=int(dataset_cfg.ignore_index),
         class_names=names,
-        progress=cfg.progress,
+        progress=settings.progress,
         on_prediction=writer,
     )
     official = None
@@ -185,10 +193,10 @@ def run(cfg: DictConfig, run_dir: str | Path, chosen_dataset: str | None, overri
         "official": official,
         "checkpoint": str(ckpt_path),
         "iteration": ckpt.get("iteration"),
-        "dataset": {"name": dataset_cfg.name, "root": str(dataset_cfg.root), "split": cfg.eval.split},
+        "dataset": {"name": dataset_cfg.name, "root": str(dataset_cfg.root), "split": settings.eval.split},
         "model": OmegaConf.to_container(train_cfg.model, resolve=True),
-        "eval": OmegaConf.to_container(cfg.eval, resolve=True),
-        "precision": cfg.precision,
+        "eval": dataclasses.asdict(settings.eval),
+        "precision": settings.precision,
         "device": str(device),
         "seconds": seconds,
         "confusion_matrix": metrics["confusion_matrix"],

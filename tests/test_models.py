@@ -27,7 +27,7 @@ def cfg(depth=18, output_stride=32, layers=0, norm="bn", head="paper", **dcn):
     return {
         "backbone": {"name": f"resnet{depth}", "output_stride": output_stride, "pretrained": "none"},
         "norm": norm,
-        "head": {"name": head, "channels": 64},
+        "head": {"name": head, **({} if head == "aspp_v2" else {"channels": 64})},  # aspp_v2 has no channels
         "dcn": {"layers": layers, **dcn},
     }
 

@@ -325,10 +325,19 @@ def test_config_errors_fail_at_start(data_root, tmp_path, override, message):
         (["optim.name=adam"], "optim.name='adam': expected one of sgd, adamw"),
         (["optim=adamw", "optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5]: expected two numbers in [0, 1)"),
         # a key of the other optimizer or schedule would be ignored: refused
-        (["optim=adamw", "optim.nesterov=true"], "optim.nesterov=true: expected the default (False): it applies to"),
-        (["optim=sgd", "optim.betas=[0.8,0.9]"], "optim.betas=[0.8, 0.9]: expected the default ([0.9, 0.999])"),
-        (["schedule=poly", "schedule.milestones=[0.5]"], "schedule.milestones=[0.5]: expected the default"),
-        (["schedule=step", "schedule.power=2.0"], "schedule.power=2.0: expected the default (0.9): it applies to"),
+        (["optim=adamw", "optim.nesterov=true"], "optim.nesterov=true: expected false (the default): the key applies"),
+        (["optim=sgd", "optim.betas=[0.8,0.9]"], "optim.betas=[0.8, 0.9]: expected [0.9, 0.999] (the default)"),
+        (["schedule=poly", "schedule.milestones=[0.5]"], "schedule.milestones=[0.5]: expected [0.6666666666666666]"),
+        (["schedule=step", "schedule.power=2.0"], "schedule.power=2.0: expected 0.9 (the default): the key applies to"),
+        (
+            ["eval.window=[769,769]"],
+            "eval.window=[769, 769]: expected [513, 513] (the default): the key applies",
+        ),
+        (["logger=none", "logger.log_images=8"], "logger.log_images=8: expected 4 (the default): the key applies to"),
+        (
+            ["model.head.name=aspp_v2", "model.head.channels=256"],
+            "model.head.channels=256: expected 1024 (the",
+        ),
         (["dataset=cityscapes", "dataset.image_dir=JPEGImages"], "dataset.image_dir='JPEGImages': expected null"),
         (["model.dcn.layers=-1"], "model.dcn.layers=-1: expected 0 or more"),
         (["logger.mode=online2"], "logger.mode='online2': expected one of online, offline, disabled"),

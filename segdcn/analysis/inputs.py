@@ -78,14 +78,7 @@ def dataset_config(train_cfg: DictConfig, overrides: list[str], ckpt: str | Path
 
     chosen, overridden = split_overrides(overrides)
     cfg = compose("eval", [f"ckpt={ckpt}", *overrides])
-    dataset = resolve_dataset_config(cfg, train_cfg, chosen, overridden)
-    classes = int(train_cfg.dataset.num_classes)
-    if int(dataset.num_classes) != classes:
-        raise ValueError(
-            f"checkpoint {ckpt} predicts {classes} classes ({train_cfg.dataset.name}) but dataset {dataset.name} has "
-            f"{dataset.num_classes}; choose a dataset with its classes"
-        )
-    return dataset
+    return resolve_dataset_config(cfg, train_cfg, chosen, overridden)
 
 
 def prepare_image(image: np.ndarray, dataset_cfg: DictConfig) -> torch.Tensor:

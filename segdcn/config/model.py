@@ -70,6 +70,8 @@ class HeadConfig(Schema):
                 self.fail("rates", "null or a list of positive integers")
             if self.name == "paper":
                 self.fail("rates", "null with model.head.name=paper (it has no atrous branches)")
+        if self.name == "aspp_v2":  # its branches go straight to the class scores
+            self.only_with("model.head.name=paper or aspp_v3", "channels")
         self.at_least("lr_mult", 0)
 
 

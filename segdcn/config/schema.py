@@ -169,6 +169,16 @@ class Schema:
         if value is not None and self.is_set(name) and (len(value) != 2 or min(value) < 1):
             self.fail(name, f"[height, width] of positive integers ({what})")
 
+    def only_with(self, applies: str, *names: str) -> None:
+        """Keys of a variant that is not chosen (SGD's momentum under AdamW) would be ignored: each must keep
+        its default, else it is refused."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for name in names:
+            f = fields[name]
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if getattr(self, name) != default:
+                self.fail(name, f"{show(default)} (the default): the key applies to {applies} only")
+
     # ---- construction ----
 
     @classmethod

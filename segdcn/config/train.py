@@ -7,7 +7,6 @@ lr/10 for the last third).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -35,16 +34,6 @@ def check_precision(schema: Schema, name: str) -> None:
     schema.choice(name, PRECISIONS)
 
 
-def refuse_unless_default(schema: Schema, names: tuple[str, ...], applies: str) -> None:
-    """Keys of one variant (say SGD's momentum) set while another is chosen would be ignored: refused."""
-    defaults = {f.name: f for f in dataclasses.fields(schema)}
-    for name in names:
-        f = defaults[name]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if getattr(schema, name) != default:
-            schema.fail(name, f"the default ({default}): it applies to {applies} only")
-
-
 @dataclass
 class OptimConfig(Schema):
     KEY = "optim"
@@ -67,9 +56,9 @@ class OptimConfig(Schema):
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             self.fail("betas", "two numbers in [0, 1)")
         if self.name == "adamw":
-            refuse_unless_default(self, ("momentum", "nesterov"), "optim.name=sgd")
+            self.only_with("optim.name=sgd", "momentum", "nesterov")
         if self.name == "sgd":
-            refuse_unless_default(self, ("betas",), "optim.name=adamw")
+            self.only_with("optim.name=adamw", "betas")
 
 
 @dataclass
@@ -98,9 +87,9 @@ class ScheduleConfig(Schema):
         if not 0 <= self.warmup_factor <= 1:
             self.fail("warmup_factor", "a number in [0, 1]")
         if self.name == "poly":
-            refuse_unless_default(self, ("milestones", "gamma"), "schedule.name=step")
+            self.only_with("schedule.name=step", "milestones", "gamma")
         if self.name == "step":
-            refuse_unless_default(self, ("power", "min_lr"), "schedule.name=poly")
+            self.only_with("schedule.name=poly", "power", "min_lr")
 
 
 @dataclass
@@ -163,6 +152,8 @@ class EvalConfig(Schema):
             self.fail("scales", "positive factors, e.g. [0.75, 1.0, 1.25]")
         self.at_least("max_images", 1, " or null (all images)")
         self.at_least("num_workers", 0)
+        if self.mode == "whole":
+            self.only_with("eval.mode=slide", "window", "stride")
 
 
 @dataclass
@@ -185,6 +176,8 @@ class LoggerConfig(Schema):
         if self.mode is not None:
             self.choice("mode", MODES)
         self.at_least("log_images", 0)
+        if self.name == "none":
+            self.only_with("logger.name=wandb", "project", "entity", "group", "tags", "mode", "log_images")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The training loop of segdcn-train: iteration-based SGD on a DeepLab, evaluation, checkpoints, resume.
 
-    trainer = Trainer(cfg, run_dir)       # cfg: a resolved TrainConfig (conf/train.yaml)
+    trainer = Trainer(cfg, run_dir)       # cfg: conf/train.yaml as composed (DictConfig), or a TrainConfig
     miou = trainer.fit()                  # the final evaluation's mIoU
 
 One iteration is one optimizer step over trainer.batch_size images: `trainer.accumulate`
@@ -58,7 +58,7 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: the run stops without writing the bad weights."""
 
 
-def check_topology(cfg: DictConfig, world_size: int, device: torch.device) -> None:
+def check_topology(cfg: TrainConfig | DictConfig, world_size: int, device: torch.device) -> None:
     """The checks that need the process group and the device; the schema (segdcn.config) checks the rest."""
     t = cfg.trainer
     if t.batch_size % (world_size * t.accumulate):
@@ -92,9 +92,12 @@ def weights_finite(model: nn.Module) -> bool:
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, run_dir: str | Path):
-        TrainConfig.from_config(cfg)  # every value checked before anything is built
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig | DictConfig, run_dir: str | Path):
+        # the typed settings, every value checked before anything is built; the composed DictConfig is
+        # what the checkpoint and the logger record (with Hydra's context when there is one)
+        self.cfg = TrainConfig.from_config(cfg)
+        self.composed = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(self.cfg)
+        cfg = self.cfg
         t = cfg.trainer
         wanted = "cuda" if t.device.startswith("cuda") or (t.device == "auto" and torch.cuda.is_available()) else "cpu"
         self.dist = dist.init_distributed(wanted)
@@ -187,7 +190,7 @@ class Trainer:
     def _build_logger(self, resumed: dict[str, Any] | None):
         from segdcn.loggers import build_logger  # W&B is imported only when a run starts
 
-        return build_logger(self.cfg, self.run_dir, self.dist.rank, resume_state=(resumed or {}).get("logger"))
+        return build_logger(self.composed, self.run_dir, self.dist.rank, resume_state=(resumed or {}).get("logger"))
 
     def _loader(self) -> DataLoader:
         t = self.cfg.trainer
@@ -211,7 +214,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "iteration": self.iteration,
             "best_miou": self.best_miou,
-            "config": OmegaConf.to_yaml(self.cfg, resolve=True),
+            "config": OmegaConf.to_yaml(self.composed, resolve=True),
             "rng": rng_state(),
             "data": self.order.state_dict(self.iteration),
             "logger": logger_state,

@@ -35,10 +35,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise ExportConfigError("ckpt is required: segdcn-export ckpt=<run dir>/checkpoints/best.pt")
-    ExportAppConfig.from_config(cfg)  # every value checked before the checkpoint loads
-    formats = resolve_formats(cfg.format)  # before the checkpoint loads: a typo fails at once
-    ckpt_path = Path(to_absolute_path(cfg.ckpt))
-    out_dir = Path(to_absolute_path(cfg.out)) if cfg.out else Path(run_dir)
+    settings = ExportAppConfig.from_config(cfg)  # every value checked before the checkpoint loads
+    formats = resolve_formats(settings.format)  # before the checkpoint loads: a typo fails at once
+    ckpt_path = Path(to_absolute_path(settings.ckpt))
+    out_dir = Path(to_absolute_path(settings.out)) if settings.out else Path(run_dir)
 
     model, train_cfg, iteration = load_trained_model(ckpt_path)
     results = export_model(
@@ -46,11 +46,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         train_cfg,
         out_dir,
         formats=formats,
-        name=cfg.name,
-        size=cfg.export.input_size,
-        opset=cfg.export.opset,
-        tolerance=cfg.export.tolerance,
-        verify=cfg.export.verify,
+        name=settings.name,
+        size=settings.export.input_size,
+        opset=settings.export.opset,
+        tolerance=settings.export.tolerance,
+        verify=settings.export.verify,
         checkpoint=str(ckpt_path),
         iteration=iteration,
     )
@@ -61,7 +61,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     }
     summary_metadata["verification"] = {r.format: r.metadata["verification"] for r in results}
     artifact = log_model_artifact(
-        files, name, summary_metadata, out_dir=out_dir, logger_cfg=cfg.logger, start=bool(cfg.export.wandb)
+        files, name, summary_metadata, out_dir=out_dir, logger_cfg=settings.logger, start=bool(settings.export.wandb)
     )
     for path in files:
         print(f"wrote {path}")

@@ -31,7 +31,7 @@ from segdcn.export.errors import ExportConfigError
 log = logging.getLogger(__name__)
 
 
-def inference_settings(cfg: DictConfig, metadata: dict[str, Any]) -> dict[str, Any]:
+def inference_settings(cfg: PredictAppConfig, metadata: dict[str, Any]) -> dict[str, Any]:
     """mode, window, stride and short_side from the command line, else from the model's metadata."""
     window = list(cfg.window) if cfg.window is not None else metadata["input"].get("window")
     stride = list(cfg.stride) if cfg.stride is not None else None
@@ -58,10 +58,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     if OmegaConf.is_missing(cfg, "input"):
         raise ExportConfigError("input is required: an image, a folder or a glob pattern, e.g. input='photos/*.jpg'")
-    PredictAppConfig.from_config(cfg)  # every value checked before the images and the model are read
+    cfg = PredictAppConfig.from_config(cfg)  # typed; every value checked before the images and the model are read
     images = find_images(to_absolute_path(cfg.input))
     check_readable(images)  # before the model loads: a bad file fails at once
-    absolute = {k: to_absolute_path(cfg[k]) if cfg[k] else None for k in ("ckpt", "onnx", "program")}
+    absolute = {k: to_absolute_path(getattr(cfg, k)) if getattr(cfg, k) else None for k in ("ckpt", "onnx", "program")}
     source = open_source(absolute["ckpt"], absolute["onnx"], cfg.device, cfg.threads, absolute["program"])
     settings = inference_settings(cfg, source.metadata)
     normalization = source.metadata["input"]["normalization"]
