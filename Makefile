@@ -79,7 +79,10 @@ test-gpu: install
 
 # The paper's Table 1 ablation in miniature (conf/experiment/demo.yaml): the synthetic shapes set (written
 # once; the script does nothing when the same set is there), a sweep over 0 and 3 deformable layers x 2
-# seeds as two parallel single-thread jobs (faster than one two-thread job on 2 cores), then the table.
+# seeds as two parallel single-thread jobs (faster than one two-thread job on 2 cores), then the table and
+# the best deformable run's effective dilation (Table 2's layout; about 30 s over the 300 validation
+# images on 2 cores), both also written with their command, commit, date, machine and versions to
+# docs/results/ (never edited by hand; docs/results/README.md).
 # Each step is one line and reads the previous one's files under $(DEMO_DIR).
 # DEMO_ARGS adds overrides to every job, e.g. make demo DEMO_ARGS="trainer.max_iters=3000".
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
@@ -89,11 +92,15 @@ demo: install-demo
 	$(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --seed 0 --no-progress
 	$(VENV)/bin/segdcn-train -m experiment=demo model.dcn.layers=0,3 seed=0,1 hydra/launcher=joblib_local \
 		dataset.root=$(DEMO_DATA) hydra.sweep.dir=$(DEMO_DIR) $(DEMO_ARGS)
-	$(PY) scripts/ablation_table.py $(DEMO_DIR) --rows 0,3
+	$(PY) scripts/ablation_table.py $(DEMO_DIR) --rows 0,3 --results docs/results/demo.md
+	$(PY) scripts/receptive_field_stats.py --sweep $(DEMO_DIR) --dcn-layers 3 --results docs/results/demo_effective_dilation.md
 	$(VENV)/bin/segdcn-export ckpt=$$(cat $(DEMO_DIR)/best_run.txt)/checkpoints/best.pt format=onnx out=$(DEMO_DIR)/export
 
+# The CPU op, model and data pipeline benchmarks, written with their provenance to docs/results/.
 bench: install
-	$(PY) scripts/bench_ops.py --threads 1,2 --json bench_ops.json
+	$(PY) scripts/bench_ops.py --threads 1,2 --memory --json docs/results/bench_ops.json --results docs/results/bench_ops.md
+	$(PY) scripts/bench_model.py --json docs/results/bench_model.json --results docs/results/bench_model.md
+	$(PY) scripts/bench_data.py --results docs/results/bench_data.md
 
 lint: install
 	$(VENV)/bin/ruff check segdcn scripts tests setup.py

@@ -12,6 +12,9 @@ PNG plot of mIoU against the number of deformable layers, to --out (default: the
 or the current one with --wandb), with best_run.txt naming the run of the highest mIoU. All runs must
 share one dataset.name and one experiment; runs of another are refused by name (exit 2). Missing
 rows, missing seeds and runs left out (unfinished, no summary.json) are listed by name under the table.
+With --results FILE, the same Markdown (the table and its same-seed gain lines) also goes to FILE
+under the command, commit, date, machine and library versions (segdcn.provenance); `make demo`
+writes docs/results/demo.md so.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from segdcn.ablation import (
     to_markdown,
     write_csv,
 )
+from segdcn.provenance import add_results_argument, provenance, tool_argv, write_results
 
 
 def parse_rows(text: str) -> list[int]:
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=parse_rows, help="Table 1 rows expected, by deformable layers (e.g. 0,3)")
     parser.add_argument("--out", type=Path, help="folder for ablation_table{1,3}.{csv,png,md}")
+    add_results_argument(parser, "the table")
     args = parser.parse_args(argv)
 
     if args.wandb:
@@ -96,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     # best_run.txt: the best run's directory (or W&B path), for the steps that follow (e.g. export)
     (out / "best_run.txt").write_text(best.name + "\n", encoding="utf-8")
     print(f"best run: {best.name} (mIoU {100 * best.miou:.1f})")
-    print("wrote " + ", ".join(str(p) for p in [stem.with_suffix(".md"), *written, out / "best_run.txt"]))
+    written.append(out / "best_run.txt")
+    if args.results:
+        title = f"Table {args.table} ablation: {table.dataset}, experiment {table.experiment}"
+        body = markdown + f"\nbest run: {best.name} (mIoU {100 * best.miou:.1f})\n"
+        written += write_results(args.results, title, body, provenance(tool_argv(__file__, argv)))
+    print("wrote " + ", ".join(str(p) for p in [stem.with_suffix(".md"), *written]))
     return 0
 
 

@@ -19,6 +19,13 @@ Markdown. The paper's numbers were measured with R-FCN on VOC 2007 test: a trend
     python scripts/receptive_field_stats.py --ckpt RUN/checkpoints/best.pt
     python scripts/receptive_field_stats.py --ckpt RUN/checkpoints/best.pt --max-images 100 dataset.root=/data/voc
     python scripts/receptive_field_stats.py --ckpt ... dataset=cityscapes dataset.root=/data/cityscapes
+    python scripts/receptive_field_stats.py --sweep outputs/demo/2026-11-22_10-00-00 --dcn-layers 3 \
+        --results docs/results/demo_effective_dilation.md     # make demo: its best deformable run
+
+--sweep DIR takes the checkpoint of the sweep's finished run with the highest mIoU among those with
+--dcn-layers deformable layers (default: any number but 0). --results FILE also writes the Markdown
+table under the command, commit, date, machine and versions (segdcn.provenance), with FILE's .json
+beside it.
 
 Dataset overrides are Hydra-style and mean what they mean to segdcn-eval: by default the dataset the
 checkpoint was trained on, with `dataset.<key>=<value>` applied; `dataset=<name>` takes
@@ -43,13 +50,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--ckpt", required=True, help="a segdcn-train checkpoint (RUN/checkpoints/best.pt)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="a segdcn-train checkpoint (RUN/checkpoints/best.pt)")
+    source.add_argument("--sweep", help="or a sweep folder: the checkpoint of its best deformable run")
+    parser.add_argument("--dcn-layers", type=int, help="with --sweep: runs with this many deformable layers")
     parser.add_argument("--split", default="val", help="dataset split (default: val)")
     parser.add_argument("--max-images", type=int, help="the first N images of the split (default: all)")
     parser.add_argument("--size-thresholds", default="0.1,0.3", help="SMALL,LARGE fractions (default: 0.1,0.3)")
     parser.add_argument("--out-dir", help="where the three files go (default: RUN/analysis)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:K")
     parser.add_argument("--progress", action="store_true", help="a progress bar over the images")
+    from segdcn.provenance import add_results_argument
+
+    add_results_argument(parser, "the table")
     parser.add_argument(
         "overrides", nargs="*", help="dataset=<name> and dataset.<key>=<value> overrides (anywhere on the line)"
     )
@@ -58,7 +71,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parse_analysis_args(parser, argv)
     if args.max_images is not None and args.max_images < 1:
         parser.error(f"--max-images must be a positive number of images, got {args.max_images}")
+    if args.dcn_layers is not None and (args.sweep is None or args.dcn_layers < 1):
+        parser.error(f"--dcn-layers takes a positive number of deformable layers and --sweep, got {args.dcn_layers}")
     return args
+
+
+def best_deformable_checkpoint(sweep: str, layers: int | None) -> Path:
+    """The checkpoint of the finished run in `sweep` with the highest mIoU among those with `layers`
+    deformable layers (None: any but 0) and a checkpoint."""
+    from segdcn.analysis.runs import find_runs
+
+    wanted = "a deformable layer" if layers is None else f"{layers} deformable layers"
+    candidates = [
+        run
+        for run in find_runs(sweep)
+        if (run.dcn_layers == layers if layers is not None else run.dcn_layers > 0)
+        and run.checkpoint is not None
+        and run.miou is not None
+    ]
+    if not candidates:
+        raise FileNotFoundError(f"--sweep {sweep}: no finished run with {wanted} and a checkpoint")
+    best = max(candidates, key=lambda run: run.miou)
+    print(f"best run with {wanted}: {best.path} (mIoU {100 * best.miou:.1f})")
+    return best.checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         thresholds = SizeThresholds(*args.thresholds)
     except ValueError as error:
         raise SystemExit(f"--size-thresholds: {error}") from None
-    ckpt = Path(args.ckpt)
+    ckpt = Path(args.ckpt) if args.ckpt else best_deformable_checkpoint(args.sweep, args.dcn_layers)
     model, train_cfg = model_from_checkpoint(ckpt, args.device)
     dataset_cfg = dataset_config(train_cfg, args.overrides, ckpt)
     dataset = build_dataset(dataset_cfg, args.split, augment=False)
@@ -111,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     effective_dilation_figure(result).savefig(out_dir / f"{OUTPUT_NAME}.png", dpi=120)
     print(markdown)
     print(f"wrote {out_dir / OUTPUT_NAME}.md, .json, .png")
+    if args.results:
+        from segdcn.provenance import provenance, tool_argv, write_results
+
+        title = f"Effective dilation by object size: {result['model']}, {dataset_cfg.name} {args.split}"
+        body = f"Checkpoint: `{ckpt}`\n\n{markdown}"
+        written = write_results(args.results, title, body, provenance(tool_argv(__file__, argv)), result)
+        print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
