@@ -8,6 +8,7 @@ reading alone and reading + augmenting, to show where the time goes.
     python scripts/bench_data.py                                  # synthetic, 2 workers
     python scripts/bench_data.py --workers 0,1,2 --batches 50
     python scripts/bench_data.py --dataset voc_aug --root data/voc --batch-size 8
+    python scripts/bench_data.py --results docs/results/bench_data.md   # make bench: with its provenance
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from segdcn.config import compose
 from segdcn.data.builder import build_dataset
 from segdcn.data.loader import build_loader
 from segdcn.data.synthetic import SyntheticConfig, generate
+from segdcn.provenance import Transcript, add_results_argument, provenance, tool_argv, write_results
 
 
 def time_loader(dataset, batch_size: int, workers: int, batches: int, warmup: int) -> float:
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="2", help="comma-separated worker counts to time (default 2)")
     parser.add_argument("--batches", type=int, default=40, help="timed batches per worker count")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    add_results_argument(parser, "the rates")
     args = parser.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
 
@@ -83,13 +86,19 @@ def main(argv: list[str] | None = None) -> int:
             cfg.root = str(args.root)
         dataset = build_dataset(cfg, "train")
         crop = cfg.train.crop_size
-        print(f"{cfg.name} train: {len(dataset):,} images at {cfg.root}, crop {list(crop)}, batch {args.batch_size}")
+        transcript = Transcript()  # what --results writes
+        emit = transcript.emit
+        emit(f"{cfg.name} train: {len(dataset):,} images at {cfg.root}, crop {list(crop)}, batch {args.batch_size}")
         count = min(len(dataset), args.batch_size * 4)
-        print(f"main process, read only:        {time_items(dataset, count, augment=False):8.1f} images/s")
-        print(f"main process, read + augment:   {time_items(dataset, count, augment=True):8.1f} images/s")
+        emit(f"main process, read only:        {time_items(dataset, count, augment=False):8.1f} images/s")
+        emit(f"main process, read + augment:   {time_items(dataset, count, augment=True):8.1f} images/s")
         for n in workers:
             rate = time_loader(dataset, args.batch_size, n, args.batches, args.warmup)
-            print(f"DataLoader, {n} worker{'s' if n != 1 else ' '}:          {rate:8.1f} images/s")
+            emit(f"DataLoader, {n} worker{'s' if n != 1 else ' '}:          {rate:8.1f} images/s")
+    if args.results:
+        body = "```text\n" + "\n".join(transcript.blocks) + "\n```\n"  # aligned columns, as printed
+        write_results(args.results, "Data pipeline benchmark", body, provenance(tool_argv(__file__, argv)))
+        print(f"wrote {args.results}")
     return 0
 
 

@@ -9,6 +9,7 @@ plain model beside the paper's Table 4 (ResNet-101 on a GPU).
     python scripts/bench_model.py                                  # R101, OS16, 1x3x513x513
     python scripts/bench_model.py --size 769 --repeat 5 --threads 2 --json bench_model.json
     python scripts/bench_model.py --depth 18 --size 65 --repeat 1  # a quick check
+    python scripts/bench_model.py --results docs/results/bench_model.md  # make bench: with its provenance
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 import segdcn
 from segdcn.models import build_model, deformable_layer_names, deformable_layers, param_groups
 from segdcn.paper import load_paper
+from segdcn.provenance import Transcript, add_results_argument, provenance, tool_argv, write_results
 
 # Table 4 of Dai et al. 2017 (DeepLab, ResNet-101, one GPU), from the paper-numbers data file
 PAPER_TABLE4 = load_paper().table4
@@ -125,7 +127,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-train", action="store_true", help="time the forward pass only")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--json", metavar="PATH", help="also write the results (and their provenance) as JSON")
+    add_results_argument(parser, "the table")
     args = parser.parse_args(argv)
     impls = [v.strip() for v in args.impls.split(",") if v.strip()]
     if args.threads:
@@ -170,35 +173,38 @@ def main(argv=None) -> int:
             row["losses"] = losses[name]  # finite: the timed steps did real arithmetic
         rows.append(row)
 
-    print(
+    transcript = Transcript()  # what --results writes
+    transcript.emit(
         f"DeepLab-R{args.depth}, output stride {args.output_stride}, {args.head} head, "
         f"{args.batch}x3x{height}x{width}, {args.num_classes} classes; segdcn {segdcn.__version__}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
         f"median of {args.repeat}"
     )
     if dcn_names:
-        print(f"deformable layers of the DCN models: {', '.join(dcn_names)}")
+        transcript.emit(f"deformable layers of the DCN models: {', '.join(dcn_names)}")
     train = "train_step" in measures
     columns = ["model", "impl", "params", "forward (s)", "x plain"] + (["train step (s)", "x plain"] if train else [])
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [row["model"], row["impl"], f"{row['params'] / 1e6:.2f}M", f"{row['forward_s']:.3f}"]
         cells.append(f"{row['forward_ratio']:.3f}")
         if train:
             cells += [f"{row['train_step_s']:.3f}", f"{row['train_step_ratio']:.3f}"]
-        print("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
     p = PAPER_TABLE4
     voc, cs = p["forward_s"]["voc_aug"], p["forward_s"]["cityscapes"]
-    print(
+    lines.append(
         f"| paper, Table 4 (R101, 3 deformable, GPU) | - | {p['params_m']['plain']}M -> {p['params_m']['deformable']}M "
         f"| VOC {voc['plain']} -> {voc['deformable']}; Cityscapes {cs['plain']} -> {cs['deformable']} "
         f"| VOC {voc['deformable'] / voc['plain']:.3f}; Cityscapes {cs['deformable'] / cs['plain']:.3f} |"
         + (" - | - |" if train else "")
     )
+    transcript.emit("\n".join(lines))
+    info = provenance(tool_argv(__file__, argv))
 
     if args.json:
         report = {
+            "provenance": info,
             "settings": {
                 "depth": args.depth,
                 "output_stride": args.output_stride,
@@ -216,6 +222,10 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
         print(f"wrote {args.json}")
+    if args.results:
+        title = f"Model benchmark: DeepLab-R{args.depth} with and without deformable layers"
+        for path in write_results(args.results, title, transcript.markdown(), info):
+            print(f"wrote {path}")
     return 0
 
 

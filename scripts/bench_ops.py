@@ -28,6 +28,7 @@ import torchvision.ops
 
 import segdcn.ops
 from segdcn.ops.onnx import OrtDeformConv
+from segdcn.provenance import Transcript, add_results_argument, provenance, tool_argv, write_results
 
 
 @dataclass(frozen=True)
@@ -149,22 +150,23 @@ def verdict(ratios_: dict) -> str:
     return "PASS" if not failed else "FAIL (" + ", ".join(failed) + ")"
 
 
-def print_table(results: list[dict]) -> None:
+def format_table(results: list[dict]) -> str:
+    """The times and ratios of every shape and thread count, with the verdict, as Markdown."""
     time_cols = ["conv_fwd", "segdcn_fwd", "ort_fwd", "tv_fwd", "conv_fwdbwd", "segdcn_fwdbwd", "tv_fwdbwd"]
     time_cols = [c for c in time_cols if any(c in r["times"] for r in results)]
     ratio_cols = list(dict.fromkeys(k for r in results for k in r["ratios"]))
     header = ["threads", "shape"] + [f"{c} ms" for c in time_cols] + ratio_cols + ["targets"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in results:
         cells = [str(r["threads"]), r["shape"]]
         cells += [f"{1000 * r['times'][c]:.1f}" if c in r["times"] else "" for c in time_cols]
         cells += [f"{r['ratios'][c]:.2f}" if c in r["ratios"] else "" for c in ratio_cols]
         cells.append(r["verdict"])
-        print("| " + " | ".join(cells) + " |")
-    print("targets: " + ", ".join(f"{k} {op} {v}" for k, (op, v) in TARGETS.items()))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("\ntargets: " + ", ".join(f"{k} {op} {v}" for k, (op, v) in TARGETS.items()))
     if any(r["verdict"] == "reference" for r in results):
-        print("(judged at the largest thread count; rows with fewer threads are the scaling figure's baseline)")
+        lines.append("(judged at the largest thread count; rows with fewer threads are the scaling figure's baseline)")
+    return "\n".join(lines)
 
 
 def scaling(results: list[dict]) -> list[dict]:
@@ -194,12 +196,17 @@ def scaling(results: list[dict]) -> list[dict]:
     return rows
 
 
-def print_scaling(rows: list[dict]) -> None:
-    print(f"\nthread scaling of segdcn (target: {SCALING_TARGET}x from 1 to 2 threads)")
-    print("| shape | threads | fwd speed-up | fwdbwd speed-up | target |")
-    print("|---|---|---|---|---|")
+def format_scaling(rows: list[dict]) -> str:
+    lines = [
+        f"\nthread scaling of segdcn (target: {SCALING_TARGET}x from 1 to 2 threads)\n",
+        "| shape | threads | fwd speed-up | fwdbwd speed-up | target |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
-        print(f"| {r['shape']} | {r['from']} -> {r['to']} | {r['fwd']:.2f} | {r['fwdbwd']:.2f} | {r['verdict']} |")
+        lines.append(
+            f"| {r['shape']} | {r['from']} -> {r['to']} | {r['fwd']:.2f} | {r['fwdbwd']:.2f} | {r['verdict']} |"
+        )
+    return "\n".join(lines)
 
 
 def bench_roi(repeat: int, rois: int = 300, channels: int = 512, size: int = 65, output: int = 7) -> dict:
@@ -221,23 +228,22 @@ def bench_roi(repeat: int, rois: int = 300, channels: int = 512, size: int = 65,
     return {name: statistics.median(times) for name, times in row.items()}
 
 
-def print_roi_table(rows: list[dict], rois: int, channels: int, size: int) -> None:
-    print(
+def format_roi_table(rows: list[dict], rois: int, channels: int, size: int) -> str:
+    lines = [
         f"\ndeform_roi_pool (with offsets) vs torchvision roi_align(aligned=True): {rois} RoIs, "
-        f"1x{channels}x{size}x{size}, 7x7, sampling ratio 2 (ratio = segdcn / roi_align)"
-    )
-    print(
+        f"1x{channels}x{size}x{size}, 7x7, sampling ratio 2 (ratio = segdcn / roi_align)\n",
         "| threads | roi_align fwd ms | segdcn fwd ms | fwd ratio "
-        "| roi_align fwdbwd ms | segdcn fwdbwd ms | fwdbwd ratio |"
-    )
-    print("|---|---|---|---|---|---|---|")
+        "| roi_align fwdbwd ms | segdcn fwdbwd ms | fwdbwd ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         t = r["times"]
-        print(
+        lines.append(
             f"| {r['threads']} | {1000 * t['tv_fwd']:.1f} | {1000 * t['segdcn_fwd']:.1f} | "
             f"{t['segdcn_fwd'] / t['tv_fwd']:.2f} | {1000 * t['tv_fwdbwd']:.1f} | {1000 * t['segdcn_fwdbwd']:.1f} | "
             f"{t['segdcn_fwdbwd'] / t['tv_fwdbwd']:.2f} |"
         )
+    return "\n".join(lines)
 
 
 # The op's forward and backward kernels are called directly, so the figure is the op's own
@@ -312,7 +318,8 @@ def main(argv=None) -> int:
         default="300,512,65",
         help="RoIs, channels and feature size of the RoI table (default: %(default)s)",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--json", metavar="PATH", help="also write the results (and their provenance) as JSON")
+    add_results_argument(parser, "the tables")
     args = parser.parse_args(argv)
     try:
         thread_counts = [int(t) for t in args.threads.split(",")]
@@ -330,7 +337,9 @@ def main(argv=None) -> int:
     if not info["native"]:
         print(f"segdcn._C is not built: {info.get('error')}", file=sys.stderr)
         return 1
-    print(
+    transcript = Transcript()  # what --results writes
+    emit = transcript.emit
+    emit(
         f"segdcn {segdcn.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"float32, CPU; median of {args.rounds} rounds x {args.repeat} runs"
     )
@@ -364,23 +373,24 @@ def main(argv=None) -> int:
             )
             print(f"  measured {shape} at {threads} thread(s)", file=sys.stderr, flush=True)
     results.sort(key=lambda r: r["threads"])
-    report = {"build_info": info, "torch": torch.__version__, "results": results}
+    report = {"provenance": provenance(tool_argv(__file__, argv)), "build_info": info, "results": results}
+    report["torch"] = torch.__version__
     if results:
-        print_table(results)
+        emit(format_table(results))
     if args.roi or args.roi_only:
         report["roi"] = []
         for threads in thread_counts:
             torch.set_num_threads(threads)
             report["roi"].append({"threads": threads, "times": bench_roi(args.repeat, *roi_config)})
-        print_roi_table(report["roi"], *roi_config)
+        emit(format_roi_table(report["roi"], *roi_config))
     if len(thread_counts) > 1 and results:
         report["scaling"] = scaling(results)
-        print_scaling(report["scaling"])
+        emit(format_scaling(report["scaling"]))
     if args.memory:
         mem = measure_memory(Shape(1, 512, 65, 2))
         ok = mem[8] <= MEMORY_SLACK * mem[1] + MEMORY_NOISE
         report["memory"] = {"temporaries_bytes": mem, "verdict": "PASS" if ok else "FAIL"}
-        print(
+        emit(
             f"\ntemporaries of forward+backward, 512->512 65x65 d=2: N=1 {mem[1] / 2**20:.0f} MiB, "
             f"N=8 {mem[8] / 2**20:.0f} MiB (target: N=8 <= {MEMORY_SLACK} x N=1 + {MEMORY_NOISE >> 20} MiB): "
             f"{report['memory']['verdict']}"
@@ -389,6 +399,10 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
         print(f"wrote {args.json}")
+    if args.results:
+        title = "CPU op benchmark: deform_conv2d"
+        for path in write_results(args.results, title, transcript.markdown(), report["provenance"]):
+            print(f"wrote {path}")
     return 0
 
 
