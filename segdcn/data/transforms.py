@@ -12,7 +12,7 @@ instead gives all transforms one shared generator.
 Labels are resized with INTER_NEAREST_EXACT: OpenCV's INTER_NEAREST reads source pixel
 floor(x / scale), half a pixel off the pixel centres that INTER_LINEAR uses for the image, which
 shifts label borders against the image (1.5 % of pixels disagree with the image after a random
-scale, against 0.3 % with the exact variant; tests/test_data_transforms.py measures it).
+scale, against 0.3 % with the exact variant; tests/data/test_transforms.py measures it).
 """
 
 from __future__ import annotations

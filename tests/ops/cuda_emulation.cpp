@@ -2,7 +2,7 @@
 // Registered as torch.ops.segdcn_cuda_emulation.* on the CPU, with the shared driver, so that
 // the tests can compare the CUDA code paths with the CPU op on a machine without a GPU.
 #include "cuda_emulation.h"
-#include "../kernels/cuda/deform_conv2d_kernels.cuh"
+#include "../../kernels/cuda/deform_conv2d_kernels.cuh"
 
 namespace segdcn {
 namespace {

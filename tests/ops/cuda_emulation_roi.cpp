@@ -3,7 +3,7 @@
 // shared driver, so the tests compare the CUDA code paths with the CPU op without a GPU.
 #include "cuda_emulation.h"
 
-#include "../kernels/cuda/deform_roi_pool_kernels.cuh"
+#include "../../kernels/cuda/deform_roi_pool_kernels.cuh"
 
 namespace segdcn {
 namespace {

@@ -1,4 +1,4 @@
-"""A short synthetic sweep for the analysis tests (tests/test_analysis.py, tests/test_notebooks.py).
+"""A short synthetic sweep for the analysis tests (tests/analysis/test_analysis.py, test_notebooks.py).
 
 One `segdcn-train -m model.dcn.layers=0,3` sweep (the layout of `make demo`: one folder per job with
 summary.json, config.yaml and checkpoints/) of 2 iterations each on 64 px images, a tiny ResNet-18

@@ -22,9 +22,8 @@ from segdcn.export.exporter import load_trained_model
 from segdcn.predict.app import run as predict_run
 from segdcn.predict.batches import batches
 from segdcn.predict.inputs import PredictInputError, find_images
-
-from .helpers import run_python
-from .model_files import write_checkpoint
+from tests.helpers import run_python
+from tests.model_files import write_checkpoint
 
 # name -> (height, width); the model's window is its 64x64 training crop, so a and c slide, b is whole
 IMAGES = {"a.png": (80, 100), "a2.png": (80, 100), "b.jpg": (48, 60), "sub/c.png": (70, 90)}

@@ -140,7 +140,7 @@ def test_a_sys_exit_inside_cityscapesscripts_becomes_an_error(cityscapes, tmp_pa
 
 def test_segdcn_eval_reports_both_numbers_on_cityscapes(cityscapes, tmp_path):
     from segdcn.eval import run
-    from tests.test_eval_app import compose_eval, write_checkpoint
+    from tests.apps.test_eval_app import compose_eval, write_checkpoint
 
     path = write_checkpoint(tmp_path / "best.pt", ["dataset=cityscapes", f"dataset.root={cityscapes.root}"])
     overrides = ["eval.official=true", "eval.split=train", "dataset.eval.short_side=null", "eval.num_workers=0"]
@@ -185,7 +185,7 @@ def test_segdcn_eval_checks_the_ground_truth_before_it_evaluates(
 ):
     import segdcn.engine.evaluate
     from segdcn.eval import run
-    from tests.test_eval_app import compose_eval, write_checkpoint
+    from tests.apps.test_eval_app import compose_eval, write_checkpoint
 
     fixture, removed = cityscapes_without_one_label_ids
     calls = []

@@ -1,6 +1,6 @@
 """Deformable RoI pooling and its position-sensitive form: torchvision oracles at zero offsets,
 the pure-PyTorch reference with offsets, gradcheck, input checks, modules, and the CUDA kernels
-run on the host (tests/cuda_emulation_roi.cpp)."""
+run on the host (tests/ops/cuda_emulation_roi.cpp)."""
 
 from __future__ import annotations
 
@@ -310,7 +310,7 @@ def test_ps_module():
 def emulation():
     load(
         name="segdcn_cuda_emulation_roi",
-        sources=[str(ROOT / "tests" / "cuda_emulation_roi.cpp"), str(ROOT / "kernels" / "deform_roi_pool.cpp")],
+        sources=[str(ROOT / "tests" / "ops" / "cuda_emulation_roi.cpp"), str(ROOT / "kernels" / "deform_roi_pool.cpp")],
         extra_cflags=["-O1"],
         is_python_module=False,
     )

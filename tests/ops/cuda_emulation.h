@@ -1,6 +1,6 @@
 // Host emulation of CUDA for the kernel headers in kernels/cuda: CUDA's keywords become plain
 // C++, a launch runs every thread of a small grid in sequence (so the grid-stride loops wrap),
-// and atomics become plain adds. Included by tests/cuda_emulation*.cpp before a kernel header.
+// and atomics become plain adds. Included by tests/ops/cuda_emulation*.cpp before a kernel header.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -16,9 +16,8 @@ from omegaconf import OmegaConf
 from segdcn.config import compose
 from segdcn.loggers import NullLogger, build_logger
 from segdcn.loggers.naming import JobIdentity, job_identity, run_name, sweep_group
-
-from .helpers import ROOT, run_python
-from .wandb_records import config_values, history_rows, read_records, run_record, summary_values
+from tests.helpers import ROOT, run_python
+from tests.wandb_records import config_values, history_rows, read_records, run_record, summary_values
 
 CLASSES = ["background", "ellipse", "rectangle", "triangle"]
 

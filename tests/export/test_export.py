@@ -23,10 +23,9 @@ from segdcn.export.artifact import log_model_artifact
 from segdcn.export.exporter import load_trained_model
 from segdcn.export.onnx import OnnxRunner, check_onnx
 from segdcn.export.shapes import random_input
-
-from .helpers import run_python
-from .model_files import train_config, write_checkpoint
-from .wandb_records import read_records
+from tests.helpers import run_python
+from tests.model_files import train_config, write_checkpoint
+from tests.wandb_records import read_records
 
 SIZES = [(2, 3, 64, 64), (1, 3, 41, 87)]  # one file, two input sizes (and batches)
 

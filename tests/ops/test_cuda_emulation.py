@@ -1,19 +1,15 @@
-"""The CUDA kernels' code, compiled for the host and run thread by thread (tests/cuda_emulation.cpp),
+"""The CUDA kernels' code, compiled for the host and run thread by thread (tests/ops/cuda_emulation.cpp),
 against the CPU op: their index arithmetic, slicing, offset groups and half-precision paths are
 checked on every machine, GPU or not."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch.utils.cpp_extension import load
 
-from tests.helpers import ConvCase, assert_close
-from tests.test_cuda import CASES, TOL, grad_output_for
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, ConvCase, assert_close
+from tests.ops.test_cuda import CASES, TOL, grad_output_for
 
 EXTRA_CASES = {
     # more channels than one slice of 8, split over offset groups and weight groups
@@ -26,7 +22,7 @@ EXTRA_CASES = {
 def emulation():
     load(
         name="segdcn_cuda_emulation",
-        sources=[str(ROOT / "tests" / "cuda_emulation.cpp"), str(ROOT / "kernels" / "deform_conv2d.cpp")],
+        sources=[str(ROOT / "tests" / "ops" / "cuda_emulation.cpp"), str(ROOT / "kernels" / "deform_conv2d.cpp")],
         extra_cflags=["-O1"],
         is_python_module=False,
     )

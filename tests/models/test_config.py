@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +10,8 @@ from omegaconf import OmegaConf
 
 from segdcn.config import ConfigError, ModelConfig, compose
 from segdcn.models import FrozenBatchNorm2d, build_model, deformable_layer_names, param_groups
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:model.norm=frozen_bn without:UserWarning")
 
 

@@ -37,7 +37,7 @@ from segdcn.analysis.stats import DilationTable, LayerDilationStats
 from segdcn.analysis.table2 import table2_dict, table2_markdown
 from segdcn.models import build_model
 from segdcn.ops import DeformConv2d
-from tests.analysis_fixtures import deformable_run, short_sweep
+from tests.analysis.analysis_fixtures import deformable_run, short_sweep
 from tests.helpers import ROOT, run_python
 
 # ---- geometry: a fresh (zero-offset) model and a constant offset field ----

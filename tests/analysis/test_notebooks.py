@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.analysis_fixtures import short_sweep
+from tests.analysis.analysis_fixtures import short_sweep
 from tests.helpers import ROOT
 
 NOTEBOOKS = ("offsets.ipynb", "ablation.ipynb")
