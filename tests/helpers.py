@@ -1,4 +1,5 @@
-"""Shared pieces of the op tests: random deform_conv2d calls and closeness checks."""
+"""Shared pieces of the tests: the checkout, subprocess runners, random deform_conv2d calls, closeness checks
+and W&B in offline mode."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,3 +118,20 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, name:
     scale = max(1.0, expected.abs().max().item())
     err = (actual.double() - expected.double()).abs().max().item()
     assert err <= tol * scale, f"{name}: max error {err:.3e} > {tol:.0e} x scale {scale:.3e}"
+
+
+def offline_wandb(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """W&B offline and quiet, without system-stats sampling, its caches under `home`, and no server to reach
+    (child processes inherit it)."""
+    for var in ("WANDB_MODE", "WANDB_DISABLED", "WANDB_DIR", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_ENTITY",
+                "WANDB_PROJECT"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    # wandb exports its service's address once it runs; child processes of a test start their own.
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB__DISABLE_STATS", "true")
+    # Were a run to go online, it would fail at once: no API key, and nothing listens at that address.
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(home / var.lower()))

@@ -37,7 +37,6 @@ from segdcn.analysis.stats import DilationTable, LayerDilationStats
 from segdcn.analysis.table2 import table2_dict, table2_markdown
 from segdcn.models import build_model
 from segdcn.ops import DeformConv2d
-from tests.analysis.analysis_fixtures import deformable_run, short_sweep
 from tests.helpers import ROOT, run_python
 
 # ---- geometry: a fresh (zero-offset) model and a constant offset field ----
@@ -252,9 +251,17 @@ def test_paper_table2_is_read_from_the_papers_data_file(tmp_path, monkeypatch):
 # ---- the scripts on a short synthetic run ----
 
 
+def deformable_run(sweep: Path) -> Path:
+    """The job with three deformable layers."""
+    for summary in sorted(sweep.glob("*/summary.json")):
+        if json.loads(summary.read_text())["config"]["model.dcn.layers"] == 3:
+            return summary.parent
+    raise AssertionError(f"no run with model.dcn.layers=3 in {sweep}")
+
+
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return deformable_run(short_sweep(tmp_path_factory))
+def run_dir(short_sweep):
+    return deformable_run(short_sweep)
 
 
 def load_script(name: str):

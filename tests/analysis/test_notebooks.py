@@ -7,15 +7,14 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.analysis.analysis_fixtures import short_sweep
 from tests.helpers import ROOT
 
 NOTEBOOKS = ("offsets.ipynb", "ablation.ipynb")
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    return short_sweep(tmp_path_factory)
+def sweep(short_sweep):
+    return short_sweep
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

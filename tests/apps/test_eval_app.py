@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 import segdcn
 from segdcn.config import ConfigError, compose
-from segdcn.data import SyntheticConfig, build_dataset, generate_synthetic
+from segdcn.data import build_dataset
 from segdcn.engine.checkpoint import model_from_checkpoint, save_checkpoint
 from segdcn.engine.evaluate import evaluate
 from segdcn.eval import EvalConfigError, run
@@ -35,11 +35,10 @@ def write_checkpoint(path, train_overrides: list[str]):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, synthetic_set):
     """A checkpoint whose config names a dataset root that does not exist, so the evaluations must override it."""
     tmp = tmp_path_factory.mktemp("eval_app")
-    root = tmp / "synthetic"
-    generate_synthetic(root, SyntheticConfig(image_size=40, num_train=1, num_val=3, max_extent=40), 1, False)
+    root = synthetic_set(image_size=40, num_train=1, num_val=3, max_extent=40)
     path = write_checkpoint(tmp / "run" / "checkpoints" / "best.pt", ["dataset=synthetic", "dataset.root=/moved/away"])
     return path, root
 

@@ -8,12 +8,10 @@ configs or the paper-numbers file under test.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 import segdcn.config
-from segdcn.data import generate_synthetic
 from segdcn.data.synthetic import SyntheticConfig
 from segdcn.engine.schedules import build_schedule
 from segdcn.engine.trainer import build_optimizer
@@ -116,19 +114,11 @@ def test_experiments_compose_with_each_launcher(experiment, launcher, target):
         assert cfg.hydra.launcher.n_jobs == 2
 
 
-@pytest.fixture(scope="module")
-def tiny_synthetic(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    config = SyntheticConfig(image_size=48, num_train=8, num_val=4, min_extent=6, max_extent=36)
-    generate_synthetic(root, config, workers=1, progress=False)
-    return root
-
-
-def test_a_demo_sweep_runs_and_makes_its_table(tiny_synthetic, tmp_path):
+def test_a_demo_sweep_runs_and_makes_its_table(synthetic_set, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_python(
         "-m", "segdcn.train", "-m", "experiment=demo", "model.dcn.layers=0,3",
-        f"dataset.root={tiny_synthetic}", "dataset.train.crop_size=[48,48]", "model.head.channels=32",
+        f"dataset.root={synthetic_set('small')}", "dataset.train.crop_size=[48,48]", "model.head.channels=32",
         "trainer.max_iters=2", "trainer.batch_size=4", "trainer.num_workers=0", "trainer.checkpoint_every=2",
         "trainer.log_every=1", "eval.num_workers=0", "logger=none", f"hydra.sweep.dir={sweep}",
         timeout=300,

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from segdcn.data import SyntheticConfig, generate_synthetic
 from tests.helpers import ROOT
 
 
@@ -40,11 +39,10 @@ def app(target: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def test_the_wheel_ships_the_configs_and_its_apps_run_outside_the_checkout(installed, tmp_path):
+def test_the_wheel_ships_the_configs_and_its_apps_run_outside_the_checkout(installed, synthetic_set, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    data = tmp_path / "data"
-    generate_synthetic(data, SyntheticConfig(image_size=32, num_train=4, num_val=2, max_extent=30), 1, False)
+    data = synthetic_set()
 
     where = subprocess.run(
         [sys.executable, "-c", "import segdcn, segdcn.config, segdcn.ops; print(segdcn.__file__);"

@@ -24,19 +24,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 import segdcn.config
-from segdcn.data import build_dataset, generate_synthetic, label_set
-from segdcn.data.synthetic import SyntheticConfig
+from segdcn.data import build_dataset, label_set
 from segdcn.engine.checkpoint import CheckpointNotFoundError, load_checkpoint, model_from_checkpoint
 from segdcn.engine.evaluate import evaluate
 from tests.helpers import ROOT, run_python
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    config = SyntheticConfig(image_size=64, num_train=16, num_val=4, min_extent=6, max_extent=48)
-    generate_synthetic(root, config, workers=1, progress=False)
-    return root
+def data_root(synthetic_set) -> Path:
+    return synthetic_set("small")
 
 
 def overrides(data_root: Path, run_dir: Path, *extra: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -10,11 +12,8 @@ from PIL import Image
 from segdcn.data.builder import build_dataset
 from segdcn.data.cityscapes import Cityscapes
 from segdcn.data.errors import DatasetConfigError, DatasetLayoutError, LabelValueError, UnreadableFileError
-from segdcn.data.synthetic import SyntheticConfig, generate
 from segdcn.data.voc import VOCSegmentation
 from tests.fixtures import script_main, write_cityscapes, write_palette_png, write_voc_sbd
-
-TINY = SyntheticConfig(image_size=32, num_train=4, num_val=2, min_extent=4, max_extent=28)
 
 
 def synthetic_cfg(root):
@@ -24,8 +23,9 @@ def synthetic_cfg(root):
 
 
 @pytest.fixture
-def tiny_set(tmp_path):
-    generate(tmp_path, TINY, workers=1, progress=False)
+def tiny_set(synthetic_set, tmp_path):
+    """A copy of the session's tiny set, for the tests to break."""
+    shutil.copytree(synthetic_set(), tmp_path, dirs_exist_ok=True)
     return tmp_path
 
 

@@ -218,11 +218,10 @@ def test_distributed_evaluation_equals_single_process(tmp_path):
         assert result["metrics"]["miou"] == single.metrics["miou"]
 
 
-def test_a_dataset_with_training_augmentation_is_refused(tmp_path):
-    from segdcn.data import SyntheticConfig, build_dataset, build_transforms, generate_synthetic
+def test_a_dataset_with_training_augmentation_is_refused(synthetic_set):
+    from segdcn.data import build_dataset, build_transforms
 
-    root = tmp_path / "synthetic"
-    generate_synthetic(root, SyntheticConfig(image_size=24, num_train=2, num_val=0, max_extent=30), 1, False)
+    root = synthetic_set(image_size=24, num_train=2, num_val=0)
     cfg = {"name": "synthetic", "root": str(root), "layout": "voc", "num_classes": 6, "ignore_index": 255,
            "splits": {"train": "train"}, "image_dir": "JPEGImages",
            "mask_dir": "SegmentationClass", "train": {"crop_size": [16, 16]}}  # fmt: skip

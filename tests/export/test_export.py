@@ -23,7 +23,7 @@ from segdcn.export.artifact import log_model_artifact
 from segdcn.export.exporter import load_trained_model
 from segdcn.export.onnx import OnnxRunner, check_onnx
 from segdcn.export.shapes import random_input
-from tests.helpers import run_python
+from tests.helpers import offline_wandb, run_python
 from tests.model_files import train_config, write_checkpoint
 from tests.wandb_records import read_records
 
@@ -43,33 +43,11 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def wandb_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("wandb_home")
-
-
-def offline_wandb(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    """W&B offline and quiet, its caches in a temp dir, no server to reach (child processes inherit it)."""
-    for var in ("WANDB_MODE", "WANDB_DISABLED", "WANDB_DIR", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_SERVICE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB__DISABLE_STATS", "true")
-    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(var, str(home / var.lower()))
-
-
-@pytest.fixture
-def wandb_env(monkeypatch, wandb_home):
-    offline_wandb(monkeypatch, wandb_home)
-
-
-@pytest.fixture(scope="module")
-def cli_export(checkpoints, tmp_path_factory, wandb_home) -> tuple[Path, str]:
+def cli_export(checkpoints, tmp_path_factory) -> tuple[Path, str]:
     """`python -m segdcn.export ckpt=<DCNv1> format=all export.wandb=true`, once for the module."""
     out = tmp_path_factory.mktemp("export")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        offline_wandb(monkeypatch, wandb_home)
+        offline_wandb(monkeypatch, tmp_path_factory.mktemp("wandb_home"))
         result = run_python(
             "-m",
             "segdcn.export",

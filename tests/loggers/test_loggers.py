@@ -22,29 +22,8 @@ from tests.wandb_records import config_values, history_rows, read_records, run_r
 CLASSES = ["background", "ellipse", "rectangle", "triangle"]
 
 
-@pytest.fixture(autouse=True)
-def wandb_env(monkeypatch, tmp_path_factory):
-    """W&B quiet, without system-stats sampling, its caches in a temp dir, and no server to reach."""
-    home = tmp_path_factory.mktemp("wandb_home")
-    for var in (
-        "WANDB_MODE",
-        "WANDB_DISABLED",
-        "WANDB_DIR",
-        "WANDB_RUN_ID",
-        "WANDB_RESUME",
-        "WANDB_ENTITY",
-        "WANDB_PROJECT",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    # wandb exports its service's address once it runs; child processes of a test start their own.
-    monkeypatch.delenv("WANDB_SERVICE", raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB__DISABLE_STATS", "true")
-    # Were a run to go online, it would fail at once: no API key, and nothing listens at that address.
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
-    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(var, str(home / var.lower()))
+# W&B for real, offline (tests/conftest.py), in every test of this file.
+pytestmark = pytest.mark.usefixtures("wandb_env")
 
 
 def train_cfg(*overrides: str):

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.cpp_extension import load
 
-from tests.helpers import ROOT, ConvCase, assert_close
+from tests.helpers import ConvCase, assert_close
 from tests.ops.test_cuda import CASES, TOL, grad_output_for
 
 EXTRA_CASES = {
@@ -16,17 +15,6 @@ EXTRA_CASES = {
     "slices": ConvCase(in_channels=20, out_channels=4, groups=2, offset_groups=2, mask=True, offsets="far"),
     "slices-strided": ConvCase(batch=1, in_channels=24, out_channels=3, stride=(2, 2), dilation=(2, 1), mask=True),
 }
-
-
-@pytest.fixture(scope="module")
-def emulation():
-    load(
-        name="segdcn_cuda_emulation",
-        sources=[str(ROOT / "tests" / "ops" / "cuda_emulation.cpp"), str(ROOT / "kernels" / "deform_conv2d.cpp")],
-        extra_cflags=["-O1"],
-        is_python_module=False,
-    )
-    return torch.ops.segdcn_cuda_emulation
 
 
 def call(ops, case: ConvCase, t: dict, grad_output: torch.Tensor):

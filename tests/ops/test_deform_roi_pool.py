@@ -9,11 +9,10 @@ import json
 import pytest
 import torch
 import torchvision.ops
-from torch.utils.cpp_extension import load
 
 import segdcn.ops
 from segdcn.ops import reference
-from tests.helpers import ROOT, run_python, run_without_extension
+from tests.helpers import run_python, run_without_extension
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
@@ -304,17 +303,6 @@ def test_ps_module():
 
 
 # --- the CUDA kernels, run on the host -----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def emulation():
-    load(
-        name="segdcn_cuda_emulation_roi",
-        sources=[str(ROOT / "tests" / "ops" / "cuda_emulation_roi.cpp"), str(ROOT / "kernels" / "deform_roi_pool.cpp")],
-        extra_cflags=["-O1"],
-        is_python_module=False,
-    )
-    return torch.ops.segdcn_cuda_emulation_roi
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
