@@ -6,12 +6,15 @@ reaches the C++ code (where it would be a less helpful RuntimeError, or worse).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# require(condition, message): fails with message() where the condition is false
+Require = Callable[[object, Callable[[], str]], None]
 
 
 def pair(value, name: str, minimum: int) -> tuple[int, int]:
@@ -45,10 +48,18 @@ def shape(t: torch.Tensor) -> str:
     return "[" + ", ".join(str(s) for s in t.shape) + "]"
 
 
-def expect_shape(t: torch.Tensor, name: str, expected: Sequence[int], meaning: str) -> None:
-    if tuple(t.shape) != tuple(expected):
-        want = "[" + ", ".join(str(s) for s in expected) + "]"
-        raise ValueError(f"{name} must have shape {want} ({meaning}), got {shape(t)}")
+def raise_value_error(condition, message: Callable[[], str]) -> None:
+    """The eager checks' `require`: a ValueError with message() where the condition fails. The fake kernels
+    pass torch._check instead (a RuntimeError while tracing, with the same message)."""
+    if not condition:
+        raise ValueError(message())
+
+
+def expect_shape(
+    t: torch.Tensor, name: str, expected: Sequence[int], meaning: str, require: Require = raise_value_error
+) -> None:
+    want = "[" + ", ".join(str(s) for s in expected) + "]"
+    require(tuple(t.shape) == tuple(expected), lambda: f"{name} must have shape {want} ({meaning}), got {shape(t)}")
 
 
 def same_dtype_and_device(named: dict[str, torch.Tensor | None], reference: str) -> None:
@@ -85,54 +96,78 @@ def deform_conv2d_args(input, offset, weight, bias, stride, padding, dilation, m
     dilation = pair(dilation, "dilation", 1)
     same_dtype_and_device({"input": input, "offset": offset, "weight": weight, "bias": bias, "mask": mask}, "input")
 
-    if input.dim() != 4:
-        raise ValueError(f"input must be 4-D [N, C, H, W], got shape {shape(input)}")
-    if weight.dim() != 4:
-        raise ValueError(f"weight must be 4-D [C_out, C_in / groups, kh, kw], got shape {shape(weight)}")
+    groups, offset_groups, out_size = deform_conv2d_shapes(input, offset, weight, bias, mask, stride, padding, dilation)
+    return DeformConvArgs(stride, padding, dilation, groups, offset_groups, out_size)
+
+
+def deform_conv2d_shapes(
+    input, offset, weight, bias, mask, stride, padding, dilation, require: Require = raise_value_error
+) -> tuple[int, int, tuple[int, int]]:
+    """The shape conditions of a deform_conv2d call and their messages, shared by the eager checks and the
+    fake kernel (require=torch._check), so a wrong shape under torch.compile or torch.export fails with the
+    eager text. Returns the weight groups, the offset groups and the output size that the shapes imply."""
+    require(input.dim() == 4, lambda: f"input must be 4-D [N, C, H, W], got shape {shape(input)}")
+    require(weight.dim() == 4, lambda: f"weight must be 4-D [C_out, C_in / groups, kh, kw], got shape {shape(weight)}")
     n, c_in, height, width = input.shape
-    if c_in == 0 or height == 0 or width == 0:
-        raise ValueError(f"input must have channels, height and width > 0, got shape {shape(input)}")
+    require(
+        c_in != 0 and height != 0 and width != 0,
+        lambda: f"input must have channels, height and width > 0, got shape {shape(input)}",
+    )
     c_out, c_per_group, kh, kw = weight.shape
-    if c_per_group == 0 or kh == 0 or kw == 0 or c_out == 0:
-        raise ValueError(f"weight must have no empty dimension, got shape {shape(weight)}")
-    if c_in % c_per_group != 0:
-        raise ValueError(
+    require(
+        c_per_group != 0 and kh != 0 and kw != 0 and c_out != 0,
+        lambda: f"weight must have no empty dimension, got shape {shape(weight)}",
+    )
+    require(
+        c_in % c_per_group == 0,
+        lambda: (
             f"weight has {c_per_group} input channels per group, which does not divide the {c_in} channels of "
             f"input {shape(input)}"
-        )
+        ),
+    )
     groups = c_in // c_per_group
-    if c_out % groups != 0:
-        raise ValueError(f"weight {shape(weight)}: {c_out} output channels are not divisible by groups={groups}")
+    require(
+        c_out % groups == 0,
+        lambda: f"weight {shape(weight)}: {c_out} output channels are not divisible by groups={groups}",
+    )
 
     out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    if out_h <= 0 or out_w <= 0:
-        raise ValueError(
+    require(
+        out_h > 0 and out_w > 0,
+        lambda: (
             f"input {shape(input)} is too small for a {kh}x{kw} kernel with padding={padding}, "
             f"dilation={dilation}: the output would be {out_h}x{out_w}"
-        )
+        ),
+    )
 
     taps = kh * kw
-    if offset.dim() != 4 or offset.shape[1] == 0 or offset.shape[1] % (2 * taps) != 0:
-        raise ValueError(
-            f"offset must have shape [{n}, 2 * offset_groups * {kh} * {kw}, {out_h}, {out_w}], got {shape(offset)}"
-        )
+    require(
+        offset.dim() == 4 and offset.shape[1] != 0 and offset.shape[1] % (2 * taps) == 0,
+        lambda: f"offset must have shape [{n}, 2 * offset_groups * {kh} * {kw}, {out_h}, {out_w}], got {shape(offset)}",
+    )
     offset_groups = offset.shape[1] // (2 * taps)
-    if c_in % offset_groups != 0:
-        raise ValueError(
+    require(
+        c_in % offset_groups == 0,
+        lambda: (
             f"offset {shape(offset)} implies offset_groups={offset_groups}, which does not divide the {c_in} "
             f"channels of input"
-        )
+        ),
+    )
     expect_shape(
-        offset, "offset", (n, 2 * offset_groups * taps, out_h, out_w), "[N, 2 * offset_groups * kh * kw, out_h, out_w]"
+        offset,
+        "offset",
+        (n, 2 * offset_groups * taps, out_h, out_w),
+        "[N, 2 * offset_groups * kh * kw, out_h, out_w]",
+        require,
     )
     if mask is not None:
         expect_shape(
-            mask, "mask", (n, offset_groups * taps, out_h, out_w), "[N, offset_groups * kh * kw, out_h, out_w]"
+            mask, "mask", (n, offset_groups * taps, out_h, out_w), "[N, offset_groups * kh * kw, out_h, out_w]", require
         )
     if bias is not None:
-        expect_shape(bias, "bias", (c_out,), "[C_out]")
-    return DeformConvArgs(stride, padding, dilation, groups, offset_groups, (out_h, out_w))
+        expect_shape(bias, "bias", (c_out,), "[C_out]", require)
+    return groups, offset_groups, (out_h, out_w)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._checks import deform_conv2d_args
+from ._checks import deform_conv2d_args, deform_conv2d_shapes, shape
 from ._extension import native_available, warn_fallback
 
 OP = "segdcn::deform_conv2d"
@@ -44,18 +44,20 @@ def deform_conv2d(
     )
 
 
-def _output_shape(input, weight, stride, padding, dilation):
-    n, _, height, width = input.shape
-    kh, kw = weight.shape[2:]
-    out_h = (height + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    out_w = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    return (n, weight.shape[0], out_h, out_w)
-
-
 def _register() -> None:
     @torch.library.register_fake(OP)
     def _(input, weight, offset, mask, bias, stride, padding, dilation, groups, offset_groups):
-        return input.new_empty(_output_shape(input, weight, stride, padding, dilation))
+        # the eager checks' conditions and messages, as torch._check: a wrong shape fails while tracing
+        stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
+        implied = deform_conv2d_shapes(input, offset, weight, bias, mask, stride, padding, dilation, torch._check)
+        torch._check(
+            (groups, offset_groups) == implied[:2],
+            lambda: (
+                f"groups={groups} and offset_groups={offset_groups}, but the shapes of input {shape(input)}, "
+                f"weight {shape(weight)} and offset {shape(offset)} imply {implied[0]} and {implied[1]}"
+            ),
+        )
+        return input.new_empty((input.shape[0], weight.shape[0], *implied[2]))
 
     @torch.library.register_fake(BACKWARD_OP)
     def _(grad_output, input, weight, offset, mask, stride, padding, dilation, groups, offset_groups, output_mask):

@@ -3,6 +3,7 @@ finite differences and torch.autograd.gradcheck; and against segdcn's own refere
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -237,3 +238,23 @@ def test_cpu_autocast():
     assert_close(out.float(), expected, 1e-2)
     out.float().sum().backward()
     assert all(v.grad is not None and v.grad.dtype == torch.float32 for v in leaves.values())
+
+
+OPCHECK_CASES = {
+    "plain": ConvCase(),
+    "strided-grouped": ConvCase(
+        out_channels=4, width=9, stride=(2, 1), padding=(0, 2), dilation=(1, 2), groups=2, offset_groups=2
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("mask", [False, True], ids=["v1", "v2-mask"])
+@pytest.mark.parametrize("name", list(OPCHECK_CASES))
+def test_opcheck(name, mask, dtype):
+    """The op's schema, autograd registration, fake kernel and AOT dispatch (torch.library.opcheck)."""
+    case = dataclasses.replace(OPCHECK_CASES[name], mask=mask)
+    t = {k: (v.requires_grad_() if v is not None else None) for k, v in case.tensors(dtype).items()}
+    args = (t["input"], t["weight"], t["offset"], t["mask"], t["bias"], list(case.stride), list(case.padding),
+            list(case.dilation), case.groups, case.offset_groups)  # fmt: skip
+    torch.library.opcheck(torch.ops.segdcn.deform_conv2d, args)

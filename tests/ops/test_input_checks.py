@@ -120,3 +120,28 @@ def test_raw_op_rejects_bad_shapes_without_crashing():
             torch.ops.segdcn.deform_conv2d(*tensors, [1, 1], [1, 1], [1, 1], 1, 2)
         except RuntimeError:
             pass
+
+
+@pytest.mark.parametrize("call", ["function", "raw op"])
+def test_a_wrong_offset_under_torch_compile_fails_with_the_eager_message(call):
+    """The fake kernel checks the shapes with the eager checks' conditions and messages (torch._check), so a
+    traced call fails as an eager one does, also where the op is called without the Python checks."""
+    case = ConvCase()
+    t = case.tensors(torch.float32)
+    t["offset"] = t["offset"][..., :-1]  # one column short
+    with pytest.raises(ValueError) as eager:
+        segdcn.ops.deform_conv2d(t["input"], t["offset"], t["weight"], t["bias"], **case.kwargs())
+    assert "offset must have shape [2, 18, 7, 8]" in str(eager.value)
+
+    def function(input, offset, weight, bias):
+        return segdcn.ops.deform_conv2d(input, offset, weight, bias, **case.kwargs())
+
+    def raw_op(input, offset, weight, bias):
+        conv = (list(case.stride), list(case.padding), list(case.dilation), case.groups, case.offset_groups)
+        return torch.ops.segdcn.deform_conv2d(input, weight, offset, None, bias, *conv)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(function if call == "function" else raw_op, fullgraph=True, backend="eager")
+    with pytest.raises(Exception) as traced:
+        compiled(t["input"], t["offset"], t["weight"], t["bias"])
+    assert str(eager.value) in str(traced.value)
