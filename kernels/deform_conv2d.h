@@ -12,7 +12,7 @@
 #include <cstdint>
 
 // The schemas of the deformable convolution ops, for TORCH_LIBRARY(segdcn, m) and for the
-// tests' host build of the CUDA kernels (tests/cuda_emulation.cpp).
+// tests' host build of the CUDA kernels (tests/ops/cuda_emulation.cpp).
 #define SEGDCN_DEFINE_DEFORM_CONV2D_OPS(m)                                                                   \
   m.def(                                                                                                     \
       "deform_conv2d(Tensor input, Tensor weight, Tensor offset, Tensor? mask, Tensor? bias, int[2] stride, " \

@@ -1,5 +1,5 @@
 // The CUDA kernels of deformable convolution and the passes that launch them, written against
-// a few macros so that the same source also compiles as host code: tests/cuda_emulation.cpp
+// a few macros so that the same source also compiles as host code: tests/ops/cuda_emulation.cpp
 // runs these kernels on the CPU (threads in sequence) and checks them against the CPU op on
 // machines without a GPU. The includer defines
 //   SEGDCN_LAUNCH(kernel, total, args...)  launch `kernel` over `total` work items,

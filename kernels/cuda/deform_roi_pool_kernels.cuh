@@ -1,6 +1,6 @@
 // The CUDA kernels of deformable (and position-sensitive) RoI pooling, written against the
 // same macros as deform_conv2d_kernels.cuh (SEGDCN_LAUNCH, SEGDCN_ATOMIC_ADD, and the CUDA
-// keywords), so tests/cuda_emulation.cpp also runs them on the host. One thread per output
+// keywords), so tests/ops/cuda_emulation.cpp also runs them on the host. One thread per output
 // element (roi, channel, bin); the per-bin arithmetic is the shared code of
 // kernels/deform_roi_pool.h. In the backward, RoIs overlap and offsets are shared by the
 // bins of a part cell, so both gradients are added atomically.

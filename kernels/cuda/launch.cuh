@@ -1,6 +1,6 @@
 // Launch configuration and atomics shared by segdcn's CUDA backends. The kernel headers
 // (*_kernels.cuh) are written against SEGDCN_LAUNCH and SEGDCN_ATOMIC_ADD, which this file
-// defines for the GPU and tests/cuda_emulation.h defines for the host; each kernel header
+// defines for the GPU and tests/ops/cuda_emulation.h defines for the host; each kernel header
 // names its block size kThreads.
 //
 // Streams come from c10/cuda (c10::cuda::getCurrentCUDAStream is what at::cuda's name
