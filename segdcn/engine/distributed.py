@@ -92,13 +92,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    if is_distributed():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        tensor /= dist.get_world_size()
-    return tensor
-
-
 def broadcast_object(value, src: int = 0):
     """`value` from rank `src` on every process (e.g. a run directory chosen on rank 0)."""
     if not is_distributed():

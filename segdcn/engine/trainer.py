@@ -5,7 +5,10 @@
 
 One iteration is one optimizer step over trainer.batch_size images: `trainer.accumulate`
 micro-batches per process, each of batch_size / (processes * accumulate) images. The loss is the
-pixel-averaged cross entropy (255 ignored). The run directory gets checkpoints/last.pt (every
+cross entropy averaged over the labelled pixels (255 ignored) of the whole global batch: every
+micro-batch of every process divides its sum by the same global count, so 1 process, N processes on
+M nodes and any accumulation take the same optimizer steps (to float rounding; BN statistics, when
+BN is trained, are per process unless model.norm=syncbn). The run directory gets checkpoints/last.pt (every
 trainer.checkpoint_every iterations and at each evaluation) and checkpoints/best.pt (on a new best
 mIoU); the logger writes metrics.jsonl, summary.json and config.yaml there (rank 0 only).
 
@@ -81,10 +84,15 @@ def build_optimizer(model: nn.Module, optim: DictConfig) -> torch.optim.Optimize
     )
 
 
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Cross entropy averaged over the labelled pixels (0, not NaN, for a crop with none)."""
+def segmentation_loss(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, labelled: torch.Tensor | int | None = None
+) -> torch.Tensor:
+    """Cross entropy summed over the labelled pixels and divided by `labelled` (default: this batch's
+    labelled pixels; 0, not NaN, when there are none). The trainer passes the global batch's count."""
     total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
-    return total / (labels != ignore_index).sum().clamp(min=1)
+    if labelled is None:
+        labelled = (labels != ignore_index).sum()
+    return total / torch.as_tensor(labelled, dtype=total.dtype, device=total.device).clamp(min=1)
 
 
 def weights_finite(model: nn.Module) -> bool:
@@ -239,11 +247,17 @@ class Trainer:
     # ---- the loop ----
 
     def train_step(self, batches) -> float:
-        """One optimizer step over `accumulate` micro-batches; returns the loss averaged over processes."""
+        """One optimizer step over `accumulate` micro-batches; returns the global batch's loss."""
         t = self.cfg.trainer
+        micro_batches = [next(batches) for _ in range(t.accumulate)]
+        # the labelled pixels of the whole global batch (every micro-batch, every process): each loss
+        # term is divided by it, so the gradient is the global batch's mean whatever the topology
+        labelled = sum(int((labels != self.ignore_index).sum()) for _, labels in micro_batches)
+        labelled = dist.all_reduce_sum(torch.tensor(labelled, dtype=torch.float64, device=self.device))
+        # DDP averages the gradients over processes: the sum over processes is the global mean
+        scale = self.dist.world_size
         loss_sum = torch.zeros((), device=self.device)
-        for micro in range(t.accumulate):
-            images, labels = next(batches)
+        for micro, (images, labels) in enumerate(micro_batches):
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             last = micro == t.accumulate - 1
@@ -252,10 +266,10 @@ class Trainer:
             with sync:
                 with autocast(self.device, t.precision):
                     logits = self.ddp_model(images)
-                loss = segmentation_loss(logits, labels, self.ignore_index) / t.accumulate
-                self.scaler.scale(loss).backward()
+                loss = segmentation_loss(logits, labels, self.ignore_index, labelled)
+                self.scaler.scale(loss * scale).backward()
             loss_sum += loss.detach()
-        loss_value = float(dist.all_reduce_mean(loss_sum))
+        loss_value = float(dist.all_reduce_sum(loss_sum))
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
