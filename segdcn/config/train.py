@@ -111,6 +111,8 @@ class TrainerConfig(Schema):
     clip_grad_norm: float | None = None  # clip the gradients' global norm to this; null: no clipping
     init_from: str | None = None  # a checkpoint whose model weights start the run (not resumed)
     stop_at: int | None = None  # stop with a checkpoint after this iteration (a job's time slice); resume goes on
+    # on these signals: finish the step, write last.pt, exit 75 (requeue; resume=auto continues); []: none
+    save_on_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1", "SIGUSR2"])
 
     def check(self) -> None:
         for name in ("max_iters", "batch_size", "accumulate", "log_every"):
@@ -124,6 +126,13 @@ class TrainerConfig(Schema):
             self.fail("clip_grad_norm", "a positive norm or null")
         if self.batch_size % self.accumulate:
             self.fail("batch_size", f"a multiple of trainer.accumulate={self.accumulate}")
+        from segdcn.engine.preemption import signal_number
+
+        for name in self.save_on_signals:
+            try:
+                signal_number(name)
+            except ValueError as error:
+                raise self.error(f"trainer.save_on_signals={self.save_on_signals}: {error}") from None
 
 
 @dataclass

@@ -48,6 +48,7 @@ from segdcn.engine.data_order import SeededSamples, TrainOrder
 from segdcn.engine.device import check_precision_on, resolve_device
 from segdcn.engine.evaluate import EvalResult, evaluate
 from segdcn.engine.inference import autocast
+from segdcn.engine.preemption import PREEMPTED_EXIT_CODE, Preempted, StopSignals
 from segdcn.engine.rng import rng_state, seed_everything, set_deterministic, set_rng_state
 from segdcn.engine.schedules import build_schedule
 from segdcn.models import build_model, param_groups
@@ -320,14 +321,25 @@ class Trainer:
         return result
 
     def fit(self) -> float:
+        """Trains to trainer.max_iters (or stop_at) and returns the final mIoU. On a signal of
+        trainer.save_on_signals it saves at the iteration reached and exits with PREEMPTED_EXIT_CODE."""
         try:
-            self._fit()
+            with StopSignals(self.cfg.trainer.save_on_signals) as self.signals:
+                self._fit()
             dist.barrier()  # not on errors: a rank that failed alone would leave the others waiting
             summary = self.summary()
             if self.is_main:
                 self.logger.log_summary(summary)
                 self.logger.finish(0)
             return summary["miou"]
+        except Preempted as stop:
+            log.warning("%s; continue with hydra.run.dir=%s trainer.resume=auto", stop, self.run_dir)
+            if self.is_main:
+                self.logger.log_summary({**self.summary(), "preempted_by": stop.signal_name})
+                self.logger.finish(PREEMPTED_EXIT_CODE, state="preempted")
+            dist.cleanup()
+            self.signals.hand_over()  # submitit's handler requeues the job and exits here
+            raise SystemExit(PREEMPTED_EXIT_CODE) from None
         except BaseException as error:
             if isinstance(error, NonFiniteLossError):
                 log.error("%s", error)  # also in the run's log file, beside the metrics
@@ -382,6 +394,7 @@ class Trainer:
                         )
                     window_loss, window_start, window_iters = 0.0, time.perf_counter(), 0
                 paused_at = time.perf_counter()
+                self._stop_if_signalled()
                 evaluate_now = t.eval_every > 0 and self.iteration % t.eval_every == 0
                 if evaluate_now or self.iteration == t.max_iters:
                     self.run_evaluation()
@@ -401,6 +414,19 @@ class Trainer:
                 t.max_iters,
                 self.run_dir,
             )
+
+    def _stop_if_signalled(self) -> None:
+        """After an optimizer step: when any process got a stop signal, every process stops at this
+        iteration (one all-reduce of the flag, so no rank takes a step the others do not) and rank 0
+        writes last.pt."""
+        if not self.cfg.trainer.save_on_signals:
+            return
+        flag = torch.tensor(float(self.signals.received is not None), device=self.device)
+        if float(dist.all_reduce_sum(flag)) == 0:
+            return
+        self.save()
+        dist.barrier()  # no process exits (and so has torchrun stop the others) before rank 0 has saved
+        raise Preempted(self.signals.received or "a stop signal (on another process)", self.iteration)
 
     @property
     def stop_iteration(self) -> int:

@@ -121,14 +121,15 @@ class RunLogger:
             "summary": summary,
         }
 
-    def finish(self, exit_code: int = 0) -> None:
+    def finish(self, exit_code: int = 0, state: str | None = None) -> None:
+        """state: finished (exit code 0), failed, or preempted (stopped by a signal, to be resumed)."""
         if self._finished:
             return
         self._finished = True
-        self.summary["state"] = "finished" if exit_code == 0 else "failed"
+        self.summary["state"] = state or ("finished" if exit_code == 0 else "failed")
         self._write_summary()
         if self.wandb is not None:
-            self.wandb.finish(exit_code)
+            self.wandb.finish(exit_code, preempted=state == "preempted")
 
     def __enter__(self) -> RunLogger:
         return self
@@ -194,7 +195,7 @@ class NullLogger(RunLogger):
     def state_dict(self):
         return {}
 
-    def finish(self, exit_code=0):
+    def finish(self, exit_code=0, state=None):
         pass
 
 

@@ -92,10 +92,12 @@ class WandbRun:
             )
             self._drop()
 
-    def finish(self, exit_code: int) -> None:
+    def finish(self, exit_code: int, preempted: bool = False) -> None:
         if self.run is None:
             return
         try:
+            if preempted:  # W&B shows the run as preempted, and resuming it continues the same run
+                self.run.mark_preempting()
             self.run.finish(exit_code=exit_code)
         except Exception as exc:
             log.warning("W&B finish failed (%s: %s)", type(exc).__name__, exc)
