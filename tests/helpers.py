@@ -39,6 +39,21 @@ def run_python(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
+def one_thread_env() -> dict[str, str]:
+    """The environment of a training subprocess that is compared with another: segdcn importable and one
+    thread, as torchrun gives each of several workers, so that every run rounds alike."""
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+
+
+def logged_step(run_dir: Path) -> int:
+    """The last step a run has written to metrics.jsonl so far (0 before the first)."""
+    import json
+
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return max((json.loads(line).get("step", 0) for line in lines if line.strip()), default=0)
+
+
 @dataclass
 class ConvCase:
     batch: int = 2

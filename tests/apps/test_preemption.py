@@ -17,7 +17,7 @@ import torch
 
 from segdcn.engine.checkpoint import load_checkpoint
 from segdcn.engine.preemption import PREEMPTED_EXIT_CODE
-from tests.helpers import ROOT
+from tests.helpers import logged_step, one_thread_env
 
 ITERATIONS = 60
 
@@ -33,16 +33,9 @@ def command(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-
-
-def logged_iterations(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    steps = [json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line.strip()]
-    return max(steps, default=0)
+def run_to_end(argv: list[str]) -> None:
+    result = subprocess.run(argv, env=one_thread_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +46,7 @@ def data_root(synthetic_set) -> Path:
 @pytest.fixture(scope="module")
 def uninterrupted(data_root, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("whole") / "run"
-    result = subprocess.run(command(data_root, run_dir), env=env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_to_end(command(data_root, run_dir))
     return run_dir
 
 
@@ -62,9 +54,9 @@ def uninterrupted(data_root, tmp_path_factory) -> Path:
 def test_a_stop_signal_saves_where_it_stopped_and_the_resumed_run_matches(data_root, uninterrupted, tmp_path, sent):
     run_dir = tmp_path / "run"
     log = (tmp_path / "train.out").open("w")
-    process = subprocess.Popen(command(data_root, run_dir), env=env(), stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command(data_root, run_dir), env=one_thread_env(), stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
-    while logged_iterations(run_dir) < 3 and process.poll() is None and time.monotonic() < deadline:
+    while logged_step(run_dir) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before the signal: raise ITERATIONS"
     process.send_signal(sent)
@@ -74,11 +66,9 @@ def test_a_stop_signal_saves_where_it_stopped_and_the_resumed_run_matches(data_r
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 3 <= stopped_at < ITERATIONS and stopped_at % 1000 != 0
     assert summary["state"] == "preempted" and summary["preempted_by"] == sent.name
-    assert summary["iterations"] == stopped_at == logged_iterations(run_dir)
+    assert summary["iterations"] == stopped_at == logged_step(run_dir)
 
-    resumed = subprocess.run(command(data_root, run_dir, "trainer.resume=auto"), env=env(), capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    run_to_end(command(data_root, run_dir, "trainer.resume=auto"))
     assert json.loads((run_dir / "summary.json").read_text())["state"] == "finished"
     final, whole = (load_checkpoint(d / "checkpoints" / "last.pt") for d in (run_dir, uninterrupted))
     assert final["iteration"] == whole["iteration"] == ITERATIONS
@@ -97,14 +87,13 @@ def test_under_torchrun_a_signal_to_one_rank_stops_both_at_one_iteration(data_ro
         return [*launcher, *command(data_root, run_dir, "trainer.batch_size=4", *extra)[1:]]
 
     whole = tmp_path / "whole"
-    result = subprocess.run(ddp(whole), env=env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_to_end(ddp(whole))
 
     run_dir = tmp_path / "run"
     log = (tmp_path / "train.out").open("w")
-    agent = subprocess.Popen(ddp(run_dir), env=env(), stdout=log, stderr=subprocess.STDOUT)
+    agent = subprocess.Popen(ddp(run_dir), env=one_thread_env(), stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
-    while logged_iterations(run_dir) < 3 and agent.poll() is None and time.monotonic() < deadline:
+    while logged_step(run_dir) < 3 and agent.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert agent.poll() is None, "the run ended before the signal: raise ITERATIONS"
     workers = sorted(psutil.Process(agent.pid).children(), key=lambda p: p.environ().get("RANK", ""))
@@ -118,9 +107,7 @@ def test_under_torchrun_a_signal_to_one_rank_stops_both_at_one_iteration(data_ro
     assert 3 <= stopped_at < ITERATIONS and summary["state"] == "preempted"
     assert summary["preempted_by"] == "a stop signal (on another process)" and summary["iterations"] == stopped_at
 
-    resumed = subprocess.run(ddp(run_dir, "trainer.resume=auto"), env=env(), capture_output=True, text=True,
-                             timeout=300)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    run_to_end(ddp(run_dir, "trainer.resume=auto"))
     final, reference = (load_checkpoint(d / "checkpoints" / "last.pt") for d in (run_dir, whole))
     for key, value in reference["model"].items():
         assert torch.equal(final["model"][key], value), key

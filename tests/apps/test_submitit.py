@@ -5,7 +5,6 @@ weights of an uninterrupted run."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import psutil
 import torch
 
 from segdcn.engine.checkpoint import load_checkpoint
-from tests.helpers import ROOT
+from tests.helpers import logged_step, one_thread_env
 
 ITERATIONS = 400
 SEEDS = (0, 1)
@@ -31,16 +30,6 @@ def settings(data_root: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-
-
-def logged(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return max((json.loads(line).get("step", 0) for line in lines if line.strip()), default=0)
-
-
 def test_submitit_local_sweep_requeues_on_the_time_limit_signal_and_finishes_exactly(synthetic_set, tmp_path):
     data_root = synthetic_set("tiny")
     sweep = tmp_path / "sweep"
@@ -49,10 +38,10 @@ def test_submitit_local_sweep_requeues_on_the_time_limit_signal_and_finishes_exa
         f"seed={','.join(map(str, SEEDS))}", *settings(data_root), f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
     log = (tmp_path / "sweep.out").open("w")
-    launcher = subprocess.Popen(command, cwd=tmp_path, env=env(), stdout=log, stderr=subprocess.STDOUT)
+    launcher = subprocess.Popen(command, cwd=tmp_path, env=one_thread_env(), stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
     jobs = [sweep / str(num) for num in range(len(SEEDS))]
-    while not all(logged(job) >= 20 for job in jobs) and launcher.poll() is None and time.monotonic() < deadline:
+    while not all(logged_step(job) >= 20 for job in jobs) and launcher.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     tasks = []
     for process in psutil.Process(launcher.pid).children(recursive=True):
@@ -61,7 +50,7 @@ def test_submitit_local_sweep_requeues_on_the_time_limit_signal_and_finishes_exa
                 tasks.append(process)
         except psutil.Error:
             continue
-    assert len(tasks) == len(SEEDS) and all(logged(job) < ITERATIONS for job in jobs), "raise ITERATIONS"
+    assert len(tasks) == len(SEEDS) and all(logged_step(job) < ITERATIONS for job in jobs), "raise ITERATIONS"
     for task in tasks:
         # the signal submitit's local executor sends at its time limit, sent here when both jobs are
         # under way, so that the test does not depend on the machine's speed
@@ -79,7 +68,7 @@ def test_submitit_local_sweep_requeues_on_the_time_limit_signal_and_finishes_exa
     # the uninterrupted run of seed 0, outside submitit
     whole = tmp_path / "whole"
     single = [sys.executable, "-m", "segdcn.train", "seed=0", *settings(data_root), f"hydra.run.dir={whole}"]
-    result = subprocess.run(single, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(single, cwd=tmp_path, env=one_thread_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     final, reference = (load_checkpoint(d / "checkpoints" / "last.pt") for d in (sweep / "0", whole))
     assert final["iteration"] == reference["iteration"] == ITERATIONS

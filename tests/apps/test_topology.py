@@ -5,7 +5,6 @@ BN, 10 steps of a DeepLab-R18), to float rounding."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 from segdcn.engine.checkpoint import load_checkpoint
-from tests.helpers import ROOT
+from tests.helpers import ROOT, one_thread_env
 
 STEPS = 10
 
@@ -53,14 +52,8 @@ def settings(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-# torchrun gives each of several workers one thread (OMP_NUM_THREADS=1); every run here gets the same, so
-# that the CPU kernels' per-thread partial sums are alike and the runs differ by the reduction over
-# processes alone
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
 def train(run_dir: Path, data_root: Path, *launcher: str, extra: tuple[str, ...] = ()) -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **ONE_THREAD)
+    env = one_thread_env()  # torchrun's one thread per worker, in every run: they differ by the reduction alone
     command = [sys.executable, *launcher, "-m", "segdcn.train", *settings(data_root, run_dir, *extra)]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -142,7 +135,7 @@ def test_two_nodes_through_c10d_rendezvous_follow_one_process(data_root, single,
         subprocess.Popen(
             command,
             cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT), **ONE_THREAD),
+            env=one_thread_env(),
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             text=True,
