@@ -174,8 +174,7 @@ class Schema:
         its default, else it is refused."""
         fields = {f.name: f for f in dataclasses.fields(self)}
         for name in names:
-            f = fields[name]
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            default = _default(fields[name])
             if getattr(self, name) != default:
                 self.fail(name, f"{show(default)} (the default): the key applies to {applies} only")
 
@@ -212,13 +211,16 @@ def _build(cls: type[S], data: Any, key: str) -> S:
         value, hint = data[field.name], hints[field.name]
         if isinstance(hint, type) and issubclass(hint, Schema):
             value = _build(hint, value if value is not None else {}, f"{key}.{field.name}")
-        elif isinstance(value, Mapping) and field.default_factory is not dataclasses.MISSING:
+        elif isinstance(value, Mapping) and isinstance(default := _default(field), dict):
             # a mapping merges into the default mapping, as Hydra merges a YAML file into the schema
-            default = field.default_factory()
-            if isinstance(default, dict):
-                value = {**default, **value}
+            value = {**default, **value}
         values[field.name] = value
     return cls(**values)
+
+
+def _default(field: dataclasses.Field) -> Any:
+    """A field's default value (a fresh one from its default_factory)."""
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
 
 
 def _names(cls: type) -> list[str]:
