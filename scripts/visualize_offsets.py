@@ -79,12 +79,12 @@ def default_out(ckpt: Path, args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import numpy as np
-    import torch
 
-    from segdcn.analysis import SizeThresholds, background_ids_of, capture_offsets, representative_points
-    from segdcn.analysis.figures import trace_figure
+    from segdcn.analysis import SizeThresholds, background_ids_of, capture_offsets
+    from segdcn.analysis.figures import layer_chain, trace_figure
     from segdcn.analysis.inputs import dataset_config, prepare_image, read_label_map, read_rgb
-    from segdcn.analysis.sampling import trace_sampling_locations
+    from segdcn.analysis.object_size import labelled_points
+    from segdcn.analysis.sampling import trace_image_points
     from segdcn.data import build_dataset, label_set
     from segdcn.engine.checkpoint import model_from_checkpoint
 
@@ -111,12 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         points = [(f"x={x:g}, y={y:g}", (y, x)) for x, y in args.points]
     elif label is not None:
         thresholds = SizeThresholds(*args.thresholds)
-        chosen = representative_points(
-            np.asarray(label), background_ids_of(names), int(dataset_cfg.ignore_index), thresholds
+        points = labelled_points(
+            np.asarray(label), names, background_ids_of(names), int(dataset_cfg.ignore_index), thresholds
         )
-        if not chosen:
+        if not points:
             raise SystemExit("the ground truth has no labelled pixels to pick points from; give --points X,Y ...")
-        points = [(f"{group}: {names[c]}", (y, x)) for group, (y, x, c) in chosen.items()]
     else:
         raise SystemExit("--image without --label has no ground truth to pick points from; give --points X,Y ...")
     for _, (y, x) in points:
@@ -124,13 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--points {x:g},{y:g} lies outside the {width}x{height} image")
 
     _, records = capture_offsets(model, tensor[None].to(args.device))
-    traces = []
-    for title, (y, x) in points:
-        # image pixel -> model input pixel, through pixel centres (the evaluation's resampling)
-        model_point = torch.tensor([(y + 0.5) / scale[0] - 0.5, (x + 0.5) / scale[1] - 0.5])
-        traces.append((title, trace_sampling_locations(records, model_point)))
-    layers = " <- ".join(r.paper_name for r in reversed(records))
-    figure = trace_figure(image, traces, scale, suptitle=f"{what}: {layers}", requested=[p for _, p in points])
+    traces = list(zip([t for t, _ in points], trace_image_points(records, [p for _, p in points], scale), strict=True))
+    figure = trace_figure(
+        image, traces, scale, suptitle=f"{what}: {layer_chain(records)}", requested=[p for _, p in points]
+    )
     out = Path(args.out) if args.out else default_out(ckpt, args)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)

@@ -6,6 +6,7 @@ Modules, one job each:
     dilation     effective dilation of every filter (mean distance between adjacent sampling locations)
     object_size  ground-truth objects (connected class regions) and their size group
     stats        effective dilation by object size over a dataset split
+    offset_stats per-layer offset length, out-of-bounds share, mask and effective dilation (logged in training)
     table2       the paper's Table 2 layout in Markdown and JSON
     figures      sampling-location and effective-dilation figures (matplotlib)
     inputs       checkpoint, dataset (Hydra-style overrides) and image preparation for the tools

@@ -87,6 +87,11 @@ def _paper_name(model: nn.Module, name: str) -> str:
         return name
 
 
+def paper_names(model: nn.Module) -> dict[str, str]:
+    """Module name -> the paper's name (res5c, ...) of every deformable layer of `model`, in forward order."""
+    return {name: _paper_name(model, name) for name in deformable_layers(model)}
+
+
 class OffsetRecorder:
     """Forward hooks on every DeformConv2d of `model` that keep its offsets (and masks) of the last call.
 
@@ -97,6 +102,7 @@ class OffsetRecorder:
     def __init__(self, model: nn.Module):
         self.model = model
         self.layers: dict[str, DeformConv2d] = deformable_layers(model)
+        self.paper_names = paper_names(model)
         if not self.layers:
             raise ValueError(
                 "the model has no deformable layers (segdcn.ops.DeformConv2d); train it with model.dcn.layers=N > 0"
@@ -138,7 +144,7 @@ class OffsetRecorder:
             out.append(
                 OffsetRecord(
                     name=name,
-                    paper_name=_paper_name(self.model, name),
+                    paper_name=self.paper_names[name],
                     kernel_size=tuple(layer.kernel_size),
                     stride=tuple(layer.stride),
                     padding=tuple(layer.padding),

@@ -94,6 +94,11 @@ def trace_figure(
     return figure
 
 
+def layer_chain(records) -> str:
+    """The traced layers, last first as the trace goes: "res5c <- res5b <- res5a"."""
+    return " <- ".join(record.paper_name for record in reversed(records))
+
+
 def effective_dilation_figure(result: dict) -> Figure:
     """Bars of mean ± std effective dilation per layer (last first) and size group; the paper's values,
     where a layer has the paper's name, as black diamonds with whiskers."""

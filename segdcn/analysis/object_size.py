@@ -127,3 +127,15 @@ def representative_points(
         y, x = interior_point(background)
         chosen["background"] = (y, x, int(label[y, x]))
     return chosen
+
+
+def labelled_points(
+    label: np.ndarray,
+    class_names: list[str] | tuple[str, ...],
+    background_ids: tuple[int, ...],
+    ignore_index: int,
+    thresholds: SizeThresholds,
+) -> list[tuple[str, tuple[int, int]]]:
+    """(title "<group>: <class>", (y, x)) of representative_points, small to large, then background."""
+    chosen = representative_points(label, background_ids, ignore_index, thresholds)
+    return [(f"{group}: {class_names[c]}", (y, x)) for group, (y, x, c) in chosen.items()]

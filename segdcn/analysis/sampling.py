@@ -66,6 +66,21 @@ def sampling_locations(record: OffsetRecord, positions: Tensor, batch: int = 0) 
     return start[:, None, :] + grid[None] + offsets_at(record, positions, batch)
 
 
+def sampling_grid(record: OffsetRecord) -> Tensor:
+    """[N, G * kh * kw, 2, out_h, out_w]: where every output position reads the input map, for every
+    recorded image (input-map units; the integer positions of sampling_locations, all at once)."""
+    n, _, height, width = record.offset.shape
+    taps = record.deform_groups * record.taps
+    grid = kernel_grid(record).repeat(record.deform_groups, 1)  # [T, 2]
+    (sh, sw), (ph, pw) = record.stride, record.padding
+    start_y = (torch.arange(height, dtype=torch.float64) * sh - ph).view(1, 1, height, 1)
+    start_x = (torch.arange(width, dtype=torch.float64) * sw - pw).view(1, 1, 1, width)
+    offsets = record.offset.double().reshape(n, taps, 2, height, width)
+    y = start_y + grid[:, 0].view(1, taps, 1, 1) + offsets[:, :, 0]
+    x = start_x + grid[:, 1].view(1, taps, 1, 1) + offsets[:, :, 1]
+    return torch.stack([y, x], dim=2)
+
+
 @dataclass
 class TracedLayer:
     """The sampling locations of one layer of a trace, on the image: [M, 2] (y, x) pixels.
@@ -120,3 +135,15 @@ def trace_sampling_locations(records: list[OffsetRecord], point: Tensor | tuple[
         parents = torch.arange(len(positions)).repeat_interleave(taps)
         layers.append(TracedLayer(record.name, record.paper_name, image_points, parents))
     return Trace(activation=activation, layers=layers)
+
+
+def trace_image_points(
+    records: list[OffsetRecord], points: list[tuple[float, float]], scale: tuple[float, float] = (1.0, 1.0)
+) -> list[Trace]:
+    """One trace per point (y, x) of an image `scale` = (sy, sx) times the model input's size (the
+    evaluation resamples through pixel centres, as F.interpolate with align_corners=False)."""
+    traces = []
+    for y, x in points:
+        model_point = torch.tensor([(y + 0.5) / scale[0] - 0.5, (x + 0.5) / scale[1] - 0.5])
+        traces.append(trace_sampling_locations(records, model_point))
+    return traces

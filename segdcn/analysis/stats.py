@@ -38,6 +38,18 @@ class RunningStats:
         self.total += float(values.sum())
         self.total_sq += float(np.square(values).sum())
 
+    def sums(self) -> list[float]:
+        """(count, total, total of squares): what adds up across processes."""
+        return [float(self.count), self.total, self.total_sq]
+
+    def load(self, sums) -> None:
+        count, total, total_sq = (float(v) for v in sums)
+        self.count, self.total, self.total_sq = int(round(count)), total, total_sq
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None
+
     def summary(self) -> dict[str, float | int | None]:
         if self.count == 0:
             return {"mean": None, "std": None, "count": 0}
@@ -57,6 +69,18 @@ def label_pixels(
     return out[0], out[1]
 
 
+def split_by_group(
+    values: np.ndarray, record: OffsetRecord, groups: np.ndarray, input_size: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    """Size group name -> the values [out_h, out_w] of one image's filters over a pixel of that group.
+
+    groups: the size_group_map of the image's full-resolution label; input_size: the model input's (h, w).
+    """
+    rows, cols = label_pixels(record.output_size, record.output_stride, input_size, groups.shape)
+    under = groups[np.ix_(rows, cols)]
+    return {name: values[under == index] for index, name in enumerate(SIZE_GROUPS)}
+
+
 @dataclass
 class LayerDilationStats:
     name: str
@@ -71,10 +95,8 @@ class LayerDilationStats:
 
     def add(self, record: OffsetRecord, groups: np.ndarray, input_size: tuple[int, int]) -> None:
         values = effective_dilation(record)[0].numpy()  # one image per call
-        rows, cols = label_pixels(record.output_size, record.output_stride, input_size, groups.shape)
-        under = groups[np.ix_(rows, cols)]
-        for index, name in enumerate(SIZE_GROUPS):
-            self.groups[name].add(values[under == index])
+        for name, grouped in split_by_group(values, record, groups, input_size).items():
+            self.groups[name].add(grouped)
 
 
 @dataclass

@@ -177,6 +177,9 @@ class LoggerConfig(Schema):
     job_type: str = "train"
     mode: str | None = None  # online | offline | disabled; default: $WANDB_MODE, else offline
     log_images: int = 4  # validation images with predicted and true masks per evaluation
+    # the offsets (offsets/<layer>/...) also go to metrics.jsonl and summary.json, with or without W&B
+    offset_every: int = 0  # iterations between offset statistics of the training batch; 0: at evaluations only
+    offset_images: int = 16  # the first N validation images give each evaluation's offset statistics
 
     def check(self) -> None:
         from segdcn.loggers.wandb_backend import MODES
@@ -185,6 +188,8 @@ class LoggerConfig(Schema):
         if self.mode is not None:
             self.choice("mode", MODES)
         self.at_least("log_images", 0)
+        self.at_least("offset_every", 0, " (iterations; 0: at evaluations only)")
+        self.at_least("offset_images", 1, " (validation images)")
         if self.name == "none":
             self.only_with("logger.name=wandb", "project", "entity", "group", "tags", "mode", "log_images")
 

@@ -17,10 +17,11 @@ different numbers of images.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -35,6 +36,13 @@ from segdcn.engine.metrics import ConfusionMatrix
 
 # on_prediction(index in the dataset, prediction [H, W] int64 on the CPU, label [H, W] int64 on the CPU)
 PredictionHook = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+class ImageProbe(Protocol):
+    """Looks at the model while it infers one image (e.g. segdcn.engine.offsets: the deformable layers'
+    offsets): `watch` returns the context the image's inference runs in."""
+
+    def watch(self, index: int, image: torch.Tensor, label: torch.Tensor) -> contextlib.AbstractContextManager: ...
 
 
 class Sample(NamedTuple):
@@ -53,7 +61,7 @@ class EvalResult:
     seconds: float = 0.0
 
 
-def _denormalise(image: torch.Tensor, size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def denormalise(image: torch.Tensor, size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     image = image.float().cpu()
     if tuple(image.shape[-2:]) != tuple(size):
         image = F.interpolate(image[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
@@ -85,6 +93,7 @@ def evaluate(
     on_prediction: PredictionHook | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    probe: ImageProbe | None = None,
 ) -> EvalResult:
     """Scores `model` (already on `device`) on `dataset` with the inference settings of `eval_cfg`
     (an EvalConfig: mode, window, stride, scales, flip, max_images, num_workers).
@@ -93,7 +102,8 @@ def evaluate(
     predictions}), pixel_acc, mean_acc, per_class_acc, num_pixels, num_images, confusion_matrix.
     samples: the first `num_samples` images of rank 0, for display (mean/std, the dataset's, undo the
     normalisation; ImageNet's by default).
-    on_prediction is called for every image this rank scores (e.g. to write prediction PNGs).
+    on_prediction is called for every image this rank scores (e.g. to write prediction PNGs); the
+    inference of each image runs in `probe.watch(index, image, label)`, and its time counts in `seconds`.
     The model is put in eval mode and returned to its previous mode afterwards.
     """
     device = torch.device(device)
@@ -134,7 +144,8 @@ def evaluate(
         for index, (image, label) in zip(indices, bar, strict=True):
             image = image.to(device, non_blocking=True)
             label = label.to(device, non_blocking=True)
-            logits = infer_with_config(model, image, label.shape[-2:], eval_cfg, precision)
+            with probe.watch(index, image, label) if probe is not None else contextlib.nullcontext():
+                logits = infer_with_config(model, image, label.shape[-2:], eval_cfg, precision)
             pred = logits.argmax(1)
             matrix.update(pred, label)
             if on_prediction is not None:
@@ -142,7 +153,7 @@ def evaluate(
             if main and len(samples) < num_samples:
                 samples.append(
                     Sample(
-                        _denormalise(image[0], label.shape[-2:], mean, std),
+                        denormalise(image[0], label.shape[-2:], mean, std),
                         pred[0].to(torch.uint8).cpu().numpy(),
                         label[0].to(torch.uint8).cpu().numpy(),
                     )

@@ -10,7 +10,9 @@ micro-batch of every process divides its sum by the same global count, so 1 proc
 M nodes and any accumulation take the same optimizer steps (to float rounding; BN statistics, when
 BN is trained, are per process unless model.norm=syncbn). The run directory gets checkpoints/last.pt (every
 trainer.checkpoint_every iterations and at each evaluation) and checkpoints/best.pt (on a new best
-mIoU); the logger writes metrics.jsonl, summary.json and config.yaml there (rank 0 only).
+mIoU); the logger writes metrics.jsonl, summary.json and config.yaml there (rank 0 only), with the
+offsets of the deformable layers at every evaluation and every logger.offset_every iterations
+(segdcn.engine.offsets: offsets/<layer>/... and train/offsets/<layer>/..., pictures in analysis/).
 
 A resumed run continues exactly: the checkpoint restores model, optimizer, schedule, grad scaler,
 RNG states and the iteration, and the data order is a function of (seed, iteration)
@@ -48,6 +50,7 @@ from segdcn.engine.data_order import SeededSamples, TrainOrder
 from segdcn.engine.device import check_precision_on, resolve_device
 from segdcn.engine.evaluate import EvalResult, evaluate
 from segdcn.engine.inference import autocast
+from segdcn.engine.offsets import OffsetMonitor
 from segdcn.engine.preemption import PREEMPTED_EXIT_CODE, Preempted, StopSignals
 from segdcn.engine.rng import rng_state, seed_everything, set_deterministic, set_rng_state
 from segdcn.engine.schedules import build_schedule
@@ -153,6 +156,7 @@ class Trainer:
             start_iteration=self.iteration,
         )
         self.logger = self._build_logger(resumed)
+        self.offsets = OffsetMonitor.build(self.model, self.val_set, cfg, self.run_dir, self.labels.names)
 
     # ---- set-up ----
 
@@ -251,6 +255,7 @@ class Trainer:
         """One optimizer step over `accumulate` micro-batches; returns the global batch's loss."""
         t = self.cfg.trainer
         micro_batches = [next(batches) for _ in range(t.accumulate)]
+        watch_offsets = self.offsets is not None and self.offsets.due(self.iteration + 1)
         # the labelled pixels of the whole global batch (every micro-batch, every process): each loss
         # term is divided by it, so the gradient is the global batch's mean whatever the topology
         labelled = sum(int((labels != self.ignore_index).sum()) for _, labels in micro_batches)
@@ -264,8 +269,10 @@ class Trainer:
             last = micro == t.accumulate - 1
             # gradients are all-reduced once per optimizer step, on its last micro-batch
             sync = contextlib.nullcontext() if last or self.ddp_model is self.model else self.ddp_model.no_sync()
+            # the offsets of the step's last micro-batch, on the iterations of logger.offset_every
+            watch = self.offsets.training(images, labels) if watch_offsets and last else contextlib.nullcontext()
             with sync:
-                with autocast(self.device, t.precision):
+                with watch, autocast(self.device, t.precision):
                     logits = self.ddp_model(images)
                 loss = segmentation_loss(logits, labels, self.ignore_index, labelled)
                 self.scaler.scale(loss * scale).backward()
@@ -302,7 +309,9 @@ class Trainer:
             num_samples=int(self.cfg.logger.log_images) if self.is_main else 0,
             mean=tuple(self.cfg.dataset.mean),
             std=tuple(self.cfg.dataset.std),
+            probe=self.offsets,
         )
+        offsets = self.offsets.eval_metrics(self._reduce_sum) if self.offsets is not None else {}
         miou = result.metrics["miou"]
         improved = math.isfinite(miou) and (self.best_miou is None or miou > self.best_miou)
         if improved:
@@ -310,6 +319,8 @@ class Trainer:
         self.last_result = result
         if self.is_main:
             self.logger.log_eval(result.metrics, self.iteration, list(self.labels.names), result.samples)
+            if self.offsets is not None:
+                self.logger.log_offsets(offsets, self.iteration, picture=self.offsets.draw(self.iteration))
             log.info(
                 "iteration %d: mIoU %.4f, pixel accuracy %.4f (best %.4f)",
                 self.iteration,
@@ -376,6 +387,10 @@ class Trainer:
                 loss = self.train_step(batches)
                 self.schedule.step()
                 self.iteration += 1
+                if self.offsets is not None and self.offsets.due(self.iteration):
+                    train_offsets = self.offsets.train_metrics(self._reduce_sum)
+                    if self.is_main:
+                        self.logger.log_metrics(train_offsets, self.iteration)
                 window_loss += loss
                 window_iters += 1
                 bar.update(1)
@@ -414,6 +429,10 @@ class Trainer:
                 t.max_iters,
                 self.run_dir,
             )
+
+    def _reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Summed over processes, on this process's device (NCCL reduces CUDA tensors only)."""
+        return dist.all_reduce_sum(tensor.to(self.device)).cpu()
 
     def _stop_if_signalled(self) -> None:
         """After an optimizer step: when any process got a stop signal, every process stops at this

@@ -1,4 +1,4 @@
-"""W&B objects for an evaluation: the per-class IoU table and images with their masks."""
+"""W&B objects for an evaluation: the per-class IoU table, images with their masks, figures from PNG files."""
 
 from __future__ import annotations
 
@@ -55,6 +55,11 @@ def mask_images(
         }
         images.append(wandb.Image(image.astype(np.uint8), masks=masks, caption=f"sample {index}"))
     return images
+
+
+def figure_image(wandb: Any, path: Any, caption: str) -> Any:
+    """A wandb.Image of a PNG written by the run (the offsets' sampling locations)."""
+    return wandb.Image(str(path), caption=caption)
 
 
 def _numpy(a: Any) -> Any:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .files import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, MetricsFile, to_jsonable, write_atomic, write_json_atomic
 from .keys import key_config
-from .media import iou_table, mask_images
+from .media import figure_image, iou_table, mask_images
 from .naming import hydra_node, job_identity
 from .wandb_backend import WandbRun, resolve_mode, start_wandb
 
@@ -96,6 +96,22 @@ class RunLogger:
             latest.update(best_miou=miou, best_step=int(step))
         self.log_summary(latest)
 
+    def log_offsets(self, values: Mapping[str, Any], step: int, picture: str | Path | None = None) -> None:
+        """An evaluation's offset statistics (`offsets/<layer>/<statistic>`, segdcn.engine.offsets): one
+        metrics.jsonl line, W&B with `picture` (a PNG of the sampling locations) as `offsets/sampling`,
+        and summary.json's latest values under the same keys."""
+        values = {str(k): _scalar(k, v) for k, v in values.items()}
+        if values:
+            self.metrics.append(step, values)
+            self.last_step = int(step)
+        if self.wandb is not None and (values or picture is not None):
+            payload = dict(values)
+            if picture is not None:
+                payload.update(self._picture_media(picture, step))
+            self.wandb.log("log of the offsets", payload, step)
+        if values:
+            self.log_summary(values)
+
     def log_summary(self, values: Mapping[str, Any]) -> None:
         """Merge `values` (best mIoU, final metrics, ...) into summary.json and the W&B run summary.
 
@@ -163,6 +179,13 @@ class RunLogger:
             log.warning("W&B media of the evaluation skipped (%s: %s)", type(exc).__name__, exc)
         return media
 
+    def _picture_media(self, picture: str | Path, step: int) -> dict[str, Any]:
+        try:
+            return {"offsets/sampling": figure_image(self.wandb.wandb, picture, f"iteration {step}")}
+        except Exception as exc:  # as for the evaluation's media: never the run or W&B
+            log.warning("W&B image of the offsets skipped (%s: %s)", type(exc).__name__, exc)
+            return {}
+
     def _write_summary(self) -> None:
         # Results first, then what identifies the run, for a reader opening the file.
         meta = ("config", "state", "wandb")
@@ -187,6 +210,9 @@ class NullLogger(RunLogger):
         pass
 
     def log_eval(self, metrics, step, class_names, samples=(), prefix="val"):
+        pass
+
+    def log_offsets(self, values, step, picture=None):
         pass
 
     def log_summary(self, values):
