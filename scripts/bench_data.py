@@ -8,6 +8,8 @@ reading alone and reading + augmenting, to show where the time goes.
     python scripts/bench_data.py                                  # synthetic, 2 workers
     python scripts/bench_data.py --workers 0,1,2 --batches 50
     python scripts/bench_data.py --dataset voc_aug --root data/voc --batch-size 8
+    python scripts/bench_data.py --dataset folder --root data/own             # your own images and masks
+    python scripts/bench_data.py --dataset ade20k --root data/ade20k
     python scripts/bench_data.py --results docs/results/bench_data.md   # make bench: with its provenance
 """
 

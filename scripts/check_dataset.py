@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Scans a whole dataset and reports every problem with a count: missing or unreadable images and
-labels, image/label size mismatches, label values that are neither a class nor 255, unusable splits.
+labels, image/label size mismatches, label values that are neither a class nor 255, unusable splits,
+and in a folder dataset files of unknown type, images without masks and masks without images.
 Exit status 1 when there is any problem.
 
 The dataset is chosen with Hydra overrides on conf/check_dataset.yaml, as in training:
@@ -8,6 +9,8 @@ The dataset is chosen with Hydra overrides on conf/check_dataset.yaml, as in tra
     python scripts/check_dataset.py                                   # dataset=synthetic
     python scripts/check_dataset.py dataset=voc_aug dataset.root=data/voc
     python scripts/check_dataset.py dataset=cityscapes dataset.root=data/cityscapes 'splits=[val]'
+    python scripts/check_dataset.py dataset=folder dataset.root=data/own
+    python scripts/check_dataset.py dataset=ade20k dataset.root=data/ade20k
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(report.format(label_set(cfg.dataset.name).names, args.max_listed))
+    print(report.format(label_set(cfg.dataset.name, cfg.dataset.root).names, args.max_listed))
     return 0 if report.ok else 1
 
 

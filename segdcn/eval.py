@@ -142,7 +142,7 @@ def run(cfg: DictConfig, run_dir: str | Path, chosen_dataset: str | None, overri
             f"(layout {dataset_cfg.layout}); use it with dataset=cityscapes"
         )
     dataset = build_dataset(dataset_cfg, settings.eval.split, augment=False)
-    names = list(label_set(dataset_cfg.name).names)
+    names = list(label_set(dataset_cfg.name, dataset_cfg.root).names)
 
     writer = None
     if settings.eval.official:

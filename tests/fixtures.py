@@ -7,6 +7,10 @@
   scipy.io.savemat as SBD's MATLAB files are laid out.
 - Cityscapes: leftImg8bit/<split>/<city>/*_leftImg8bit.png and gtFine/<split>/<city>/*_gtFine_polygons.json
   ({"imgHeight", "imgWidth", "objects": [{"label", "polygon"}]}).
+- A folder dataset (docs/own_data.md): images/ (.jpg, .jpeg and .png), masks/ (palette and grey index PNGs,
+  255 on object borders), classes.txt; colour (RGB) masks of the same labels for the converter.
+- ADE20K (ADEChallengeData2016): images/{training,validation}/ADE_*_<8 digits>.jpg, 8-bit grey annotation
+  PNGs with 0 (other) and values up to 150, and objectInfo150.csv (Idx,Ratio,Train,Val,Name).
 
 Every image is painted with one flat colour per class (FIXTURE_COLORS), so its label can be
 recomputed from its pixels: the tests check alignment after augmentation with it.
@@ -195,6 +199,105 @@ def write_cityscapes(tmp: Path) -> CityscapesFixture:
             json_path = root / "gtFine" / split / city / f"{prefix}_gtFine_polygons.json"
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(annotation))
+    return fixture
+
+
+# ---- a folder dataset ----
+
+FOLDER_CLASSES = ("background", "road", "car", "person")
+# Colour masks as a labelling tool exports them: one colour per class (index = class), and a void colour.
+MASK_COLORS = np.array([(0, 0, 0), (128, 64, 128), (0, 0, 142), (220, 20, 60)], dtype=np.uint8)
+VOID_COLOR = (224, 224, 192)
+
+
+@dataclass
+class FolderFixture:
+    root: Path
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # stem -> the index mask as written
+
+    def write_color_masks(self, folder: Path) -> None:
+        """The labels as RGB colour masks in MASK_COLORS, 255 in VOID_COLOR."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for stem, label in self.labels.items():
+            rgb = np.zeros((*label.shape, 3), np.uint8)
+            rgb[label != 255] = MASK_COLORS[label[label != 255]]
+            rgb[label == 255] = VOID_COLOR
+            Image.fromarray(rgb, "RGB").save(folder / f"{stem}.png")
+
+
+def write_folder(tmp: Path, count: int = 10, seed: int = 0, name: str = "own") -> FolderFixture:
+    """`count` images of 28-44 x 30-52 px as .jpg, .jpeg and .png, their masks as palette and grey PNGs
+    (half of them with VOC-style 255 borders), and classes.txt."""
+    rng = np.random.default_rng(seed)
+    fixture = FolderFixture(tmp / name)
+    for index in range(count):
+        stem = f"scene_{index:03d}"
+        height, width = int(rng.integers(28, 45)), int(rng.integers(30, 53))
+        label = painted_label(rng, height, width, list(range(1, len(FOLDER_CLASSES))))
+        suffix = (".jpg", ".jpeg", ".png")[index % 3]
+        image_path = fixture.root / "images" / f"{stem}{suffix}"
+        if suffix == ".png":
+            image_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(paint(label)).save(image_path)
+        else:
+            write_jpeg(image_path, paint(label))
+        mask = with_void_borders(label) if index % 2 else label
+        mask_path = fixture.root / "masks" / f"{stem}.png"
+        if index % 4 < 2:
+            write_palette_png(mask_path, mask)
+        else:
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask, "L").save(mask_path)
+        fixture.labels[stem] = mask
+    (fixture.root / "classes.txt").write_text("".join(f"{name}\n" for name in FOLDER_CLASSES))
+    return fixture
+
+
+# ---- ADE20K ----
+
+# The values an ADE20K fixture annotation holds: 0 (other) and classes up to the last one, 150.
+ADE20K_VALUES = (1, 2, 13, 150)
+
+
+def write_object_info(path: Path) -> list[str]:
+    """objectInfo150.csv as the release has it (Idx,Ratio,Train,Val,Name; synonyms and the words of a name
+    ';'-separated), from segdcn's table; returns the Name column."""
+    import csv
+
+    from segdcn.data.classes import ADE20K_TABLE
+
+    rows = list(csv.DictReader(line for line in ADE20K_TABLE.read_text().splitlines() if not line.startswith("#")))
+    names = [row["Name"].replace(" ", ";") for row in rows]
+    lines = ["Idx,Ratio,Train,Val,Name"]
+    lines += [f"{r['Idx']},{r['Ratio']},{r['Train']},{r['Val']},{name}" for r, name in zip(rows, names, strict=True)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return names
+
+
+@dataclass
+class Ade20kFixture:
+    root: Path
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # stem -> annotation as written (0..150)
+
+
+def write_ade20k(tmp: Path, training: int = 4, validation: int = 2, seed: int = 0) -> Ade20kFixture:
+    """ROOT/ADEChallengeData2016 with a few images per split: JPEGs painted by class, 8-bit grey annotations."""
+    rng = np.random.default_rng(seed)
+    fixture = Ade20kFixture(tmp / "ade20k")
+    base = fixture.root / "ADEChallengeData2016"
+    paint_index = {0: 0, **{value: i + 1 for i, value in enumerate(ADE20K_VALUES)}}
+    for split, prefix, count in (("training", "train", training), ("validation", "val", validation)):
+        for number in range(1, count + 1):
+            stem = f"ADE_{prefix}_{number:08d}"
+            height, width = int(rng.integers(30, 45)), int(rng.integers(34, 53))
+            label = painted_label(rng, height, width, list(ADE20K_VALUES))
+            write_jpeg(base / "images" / split / f"{stem}.jpg", paint(np.vectorize(paint_index.get)(label)))
+            annotation = base / "annotations" / split / f"{stem}.png"
+            annotation.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(label, "L").save(annotation)
+            fixture.labels[stem] = label
+    write_object_info(base / "objectInfo150.csv")
     return fixture
 
 

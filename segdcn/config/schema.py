@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, TypeVar, Union
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from segdcn.errors import ConfigError
 
@@ -178,6 +179,11 @@ class Schema:
             if getattr(self, name) != default:
                 self.fail(name, f"{show(default)} (the default): the key applies to {applies} only")
 
+    @classmethod
+    def default_of(cls, name: str) -> Any:
+        """The schema's default of its key `name` (a fresh one where a factory makes it)."""
+        return _default({f.name: f for f in dataclasses.fields(cls)}[name])
+
     # ---- construction ----
 
     @classmethod
@@ -191,8 +197,22 @@ class Schema:
         if cfg is None:
             cfg = {}
         if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
+            try:
+                cfg = OmegaConf.to_container(cfg, resolve=True)
+            except InterpolationResolutionError as error:
+                raise _resolver_error(error) from None
         return _build(cls, cfg, cls.KEY)
+
+
+def _resolver_error(error: InterpolationResolutionError) -> Exception:
+    """The error a segdcn resolver raised (e.g. a folder dataset's missing class table) rather than OmegaConf's
+    wrapper, which drops it as the cause but keeps it as the context; any other resolution error as it is."""
+    inner = error.__context__
+    while inner is not None:
+        if type(inner).__module__.startswith("segdcn."):
+            return inner
+        inner = inner.__context__
+    return error
 
 
 def _build(cls: type[S], data: Any, key: str) -> S:

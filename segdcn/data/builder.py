@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from segdcn.config import DatasetConfig
+from segdcn.data.ade20k import ADE20K
 from segdcn.data.cityscapes import Cityscapes
 from segdcn.data.errors import DatasetConfigError
+from segdcn.data.folder import FolderDataset
 from segdcn.data.labels import label_set
 from segdcn.data.transforms import SegmentationTransform, build_eval_transform, build_train_transform
 from segdcn.data.voc import SegmentationFiles, VOCSegmentation
@@ -69,21 +71,28 @@ def build_dataset(
     cfg = DatasetConfig.from_config(dataset_cfg)
     if transforms is DEFAULT:
         transforms = build_transforms(cfg, train=split == "train" if augment is None else augment)
-    labels = label_set(cfg.name)
+    labels = label_set(cfg.name, cfg.root)
     root = Path(cfg.root).expanduser()
     name = list_name(cfg, split)
+    common = {"label_set": labels, "transforms": transforms, "check_labels": check_labels, "verify_files": verify_files}
     if cfg.layout == "cityscapes":
-        return Cityscapes(
-            root, name, label_set=labels, transforms=transforms, check_labels=check_labels, verify_files=verify_files
+        return Cityscapes(root, name, **common)
+    if cfg.layout == "ade20k":
+        return ADE20K(root, name, **common)
+    if cfg.layout == "folder":
+        return FolderDataset(
+            root,
+            name,
+            reduce_zero_label=cfg.reduce_zero_label,
+            val_fraction=cfg.val_fraction,
+            split_seed=cfg.split_seed,
+            **common,
         )
     return VOCSegmentation(
         root,
         name,
         image_dir=cfg.image_dir,
         mask_dir=cfg.mask_dir,
-        label_set=labels,
-        transforms=transforms,
-        check_labels=check_labels,
-        verify_files=verify_files,
         prepare_command=PREPARE_COMMANDS.get(cfg.name, PREPARE_COMMANDS["voc_aug"]),
+        **common,
     )

@@ -12,7 +12,7 @@ import numpy as np
 from segdcn.config import DatasetConfig
 from segdcn.data.builder import build_dataset, list_name
 from segdcn.data.errors import DatasetError, UnreadableFileError
-from segdcn.data.io import invalid_label_values, read_image, read_label
+from segdcn.data.io import invalid_label_values, read_image, read_label, reduce_zero_label
 from segdcn.data.parallel import parallel_map
 
 
@@ -22,6 +22,7 @@ class ItemCheck:
     label: Path
     num_classes: int
     ignore_index: int
+    reduce_zero_label: bool = False
 
 
 def check_item(item: ItemCheck) -> tuple[list[tuple[str, str]], np.ndarray | None]:
@@ -41,8 +42,10 @@ def check_item(item: ItemCheck) -> tuple[list[tuple[str, str]], np.ndarray | Non
             problems.append((f"unreadable {kind}", str(error)))
     histogram = None
     if label is not None:
-        histogram = np.bincount(label.ravel(), minlength=256)
-        bad = invalid_label_values(label, item.num_classes, item.ignore_index)
+        bad = invalid_label_values(label, item.num_classes, item.ignore_index, item.reduce_zero_label)
+        histogram = np.bincount(
+            (reduce_zero_label(label, item.ignore_index) if item.reduce_zero_label else label).ravel(), minlength=256
+        )
         if bad:
             problems.append(("label values outside the classes and ignore", f"{item.label}: values {bad}"))
         if image is not None and image.shape[:2] != label.shape:
@@ -98,8 +101,11 @@ def scan(dataset_cfg: Mapping, splits: list[str], workers: int | None = None, pr
             report.problems["split unusable"].append(f"{split} ({list_name(cfg, split)}): {error}")
             continue
         report.items[split] = len(dataset)
+        for kind, message in dataset.layout_problems:  # a folder's unpaired files, once for all splits
+            if message not in report.problems[kind]:
+                report.problems[kind].append(message)
         jobs = [
-            ItemCheck(image, label, dataset.num_classes, dataset.ignore_index)
+            ItemCheck(image, label, dataset.num_classes, dataset.ignore_index, dataset.reduce_zero_label)
             for image, label in zip(dataset.images, dataset.labels, strict=True)
         ]
         for problems, histogram in parallel_map(check_item, jobs, workers, f"checking {split}", progress):

@@ -28,3 +28,13 @@ class DatasetConfigError(DatasetError, ConfigError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class ClassesFileError(DatasetError, ValueError):
+    """A class table (a folder dataset's classes.txt or classes.yaml, ADE20K's objectInfo150.csv) that does not
+    give one unique name (and colour) per class; the message names the file and the line or key."""
+
+
+class UnpairedFilesError(DatasetLayoutError):
+    """Files of a folder dataset that do not pair up: an unknown extension, an image without a mask, a mask
+    without an image, two images of one stem; the message lists the files."""

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from segdcn.data.errors import DatasetLayoutError, UnreadableFileError
-from segdcn.data.io import check_label_values, read_image, read_label
+from segdcn.data.io import check_label_values, read_image, read_label, reduce_zero_label
 from segdcn.data.labels import VOC, LabelSet
 
 VOC_BASE = Path("VOCdevkit") / "VOC2012"
@@ -51,7 +51,11 @@ class SegmentationFiles(Dataset):
     """Pairs of image and label files: reads them, checks them, applies the transforms.
 
     `transforms(image, label)` takes uint8 arrays ([H, W, 3] RGB and [H, W] indices) and returns
-    the tensors; without it, items are a uint8 [3, H, W] image and an int64 [H, W] label.
+    the tensors; without it, items are a uint8 [3, H, W] image and an int64 [H, W] label. With
+    `reduce_zero_label` the files hold 0 for unlabelled pixels and k + 1 for class k (ADE20K's
+    convention): 0 is read as ignore_index. `layout_problems` holds the (kind, message) pairs that a
+    reader found in the dataset's files but did not raise (readers built with verify_files=False, for
+    scripts/check_dataset.py to report).
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class SegmentationFiles(Dataset):
         label_set: LabelSet,
         transforms: Transforms | None = None,
         check_labels: bool = True,
+        reduce_zero_label: bool = False,
     ):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} label files")
@@ -69,6 +74,8 @@ class SegmentationFiles(Dataset):
         self.label_set = label_set
         self.transforms = transforms
         self.check_labels = check_labels
+        self.reduce_zero_label = reduce_zero_label
+        self.layout_problems: list[tuple[str, str]] = []
 
     @property
     def num_classes(self) -> int:
@@ -82,7 +89,8 @@ class SegmentationFiles(Dataset):
         return len(self.images)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The raw image and label of item `index`, checked: same size, known label values."""
+        """The image and label (class indices, 255 = ignore) of item `index`, as read and checked: same size,
+        known label values."""
         image_path, label_path = self.images[index], self.labels[index]
         image = read_image(image_path)
         label = read_label(label_path)
@@ -92,7 +100,9 @@ class SegmentationFiles(Dataset):
                 f"{label.shape[1]}x{label.shape[0]} (width x height); they must be the same size"
             )
         if self.check_labels:
-            check_label_values(label, self.num_classes, label_path, self.ignore_index)
+            check_label_values(label, self.num_classes, label_path, self.ignore_index, self.reduce_zero_label)
+        if self.reduce_zero_label:
+            label = reduce_zero_label(label, self.ignore_index)
         return image, label
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

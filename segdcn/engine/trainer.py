@@ -127,7 +127,7 @@ class Trainer:
         seed_everything(cfg.seed)
         set_deterministic(t.deterministic, self.device)
 
-        self.labels = label_set(cfg.dataset.name)
+        self.labels = label_set(cfg.dataset.name, cfg.dataset.root)
         self.num_classes = int(cfg.dataset.num_classes)
         self.ignore_index = int(cfg.dataset.ignore_index)
         self.train_set = build_dataset(cfg.dataset, "train")

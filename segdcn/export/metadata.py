@@ -42,7 +42,7 @@ def _labels(dataset: DictConfig) -> tuple[list[str], list[list[int]], list[int] 
 
     num_classes = int(dataset.num_classes)
     try:
-        labels = label_set(str(dataset.name))
+        labels = label_set(str(dataset.name), OmegaConf.select(dataset, "root", default=None))
         names, colors = list(labels.names), [list(c) for c in labels.colors]
     except KeyError:
         # a dataset segdcn has no label set for: numbered classes in VOC's colours, still usable

@@ -52,6 +52,7 @@ def test_the_wheel_ships_the_configs_and_its_apps_run_outside_the_checkout(insta
     module, conf, native, version = where.stdout.split()
     assert Path(module).is_relative_to(installed) and Path(conf) == installed / "segdcn" / "conf"
     assert native == "True" and (installed / "segdcn" / "conf" / "experiment" / "paper_voc.yaml").is_file()
+    assert (installed / "segdcn" / "data" / "ade20k150.csv").is_file()  # package data: ADE20K's class table
     assert (installed / f"segdcn-{version}.dist-info").is_dir()  # the version of segdcn/__init__.py
 
     job = app(installed, elsewhere, "segdcn-train", "--cfg", "job", "experiment=paper_voc")
