@@ -13,7 +13,7 @@ LOCK := requirements-lock.txt
 PIP_INSTALL_SEGDCN := MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m pip install --no-build-isolation -c $(LOCK) -e '.[dev]'
 PYTEST_ARGS ?=
 
-.PHONY: install install-demo lock build test test-slow test-gpu demo bench lint clean
+.PHONY: install install-demo lock build test test-slow test-gpu gpu-check demo bench lint clean
 
 install: $(STAMP)
 
@@ -76,6 +76,12 @@ test-slow: install
 
 test-gpu: install
 	$(PY) -m pytest -m "gpu" $(PYTEST_ARGS)
+
+# The GPU check (scripts/gpu_check.py): a build for this GPU, test-gpu's tests, the op and model benchmarks on
+# CUDA and the demo's deterministic 200-iteration training twice, with one summary in GPU_CHECK_OUT/gpu_check.md.
+GPU_CHECK_OUT ?= build/gpu_check
+gpu-check: install
+	$(PY) scripts/gpu_check.py --out $(GPU_CHECK_OUT)
 
 # The paper's Table 1 ablation in miniature (conf/experiment/demo.yaml): the synthetic shapes set (written
 # once; the script does nothing when the same set is there), a sweep over 0 and 3 deformable layers x 2

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Cost of deformable layers in DeepLab: parameters, forward time and training-step time on the CPU.
+"""Cost of deformable layers in DeepLab: parameters, forward time and training-step time.
 
 Builds DeepLab (the paper's head, frozen BN) with 0 deformable layers and with the last N
 (default 3: res5a,b,c) on each implementation (segdcn's native kernels, torchvision's),
@@ -9,6 +9,7 @@ plain model beside the paper's Table 4 (ResNet-101 on a GPU).
     python scripts/bench_model.py                                  # R101, OS16, 1x3x513x513
     python scripts/bench_model.py --size 769 --repeat 5 --threads 2 --json bench_model.json
     python scripts/bench_model.py --depth 18 --size 65 --repeat 1  # a quick check
+    python scripts/bench_model.py --device cuda --repeat 20        # on a GPU, as the paper's Table 4
     python scripts/bench_model.py --results docs/results/bench_model.md  # make bench: with its provenance
 """
 
@@ -26,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 import segdcn
+from segdcn.engine.device import resolve_device
+from segdcn.errors import ConfigError
 from segdcn.models import build_model, deformable_layer_names, deformable_layers, param_groups
 from segdcn.paper import load_paper
 from segdcn.provenance import Transcript, add_results_argument, provenance, tool_argv, write_results
@@ -63,7 +66,7 @@ def calibrated_state(args, x) -> dict:
     by orders of magnitude (and the offsets with them, thousands of pixels); calibrated
     statistics keep them at the scale of a pretrained network.
     """
-    model = build(args, 0, "native", "bn")
+    model = build(args, 0, "native", "bn").to(x.device)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = None  # cumulative average: the statistics of this pass
@@ -107,9 +110,14 @@ def train_step_fn(model, x, labels, losses: list):
     return run
 
 
-def timed(fn) -> float:
+def timed(fn, device: torch.device) -> float:
+    """Wall time of fn(); on a GPU its queued kernels are waited for before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
@@ -126,21 +134,26 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:K or auto (default: %(default)s)")
     parser.add_argument("--no-train", action="store_true", help="time the forward pass only")
     parser.add_argument("--json", metavar="PATH", help="also write the results (and their provenance) as JSON")
     add_results_argument(parser, "the table")
     args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device, key="--device")
+    except ConfigError as error:
+        parser.error(str(error))
     impls = [v.strip() for v in args.impls.split(",") if v.strip()]
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     height, width = args.size
-    x = torch.randn(args.batch, 3, height, width)
-    labels = torch.randint(0, args.num_classes, (args.batch, height, width))
+    x = torch.randn(args.batch, 3, height, width).to(device)
+    labels = torch.randint(0, args.num_classes, (args.batch, height, width)).to(device)
     configs = [("plain", 0, "native")] + [(f"dcn{args.layers}_{impl}", args.layers, impl) for impl in impls]
     state = calibrated_state(args, x)
-    models = {name: make_model(args, layers, impl, state) for name, layers, impl in configs}
+    models = {name: make_model(args, layers, impl, state).to(device) for name, layers, impl in configs}
     dcn_names = deformable_layer_names(models[configs[-1][0]], args.depth) if len(configs) > 1 else []
     measures = ["forward"] + ([] if args.no_train else ["train_step"])
     losses = {name: [] for name in models}
@@ -153,7 +166,7 @@ def main(argv=None) -> int:
     # interleaved: every configuration runs once per round, so drift affects all of them alike
     for round_ in range(args.warmup + args.repeat):
         for key, fn in fns.items():
-            elapsed = timed(fn)
+            elapsed = timed(fn, device)
             if round_ >= args.warmup:
                 times[key].append(elapsed)
 
@@ -174,11 +187,15 @@ def main(argv=None) -> int:
         rows.append(row)
 
     transcript = Transcript()  # what --results writes
+    where = (
+        f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
+        if device.type == "cuda"
+        else f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
     transcript.emit(
         f"DeepLab-R{args.depth}, output stride {args.output_stride}, {args.head} head, "
         f"{args.batch}x3x{height}x{width}, {args.num_classes} classes; segdcn {segdcn.__version__}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-        f"median of {args.repeat}"
+        f"torch {torch.__version__}, {where}, float32; median of {args.repeat}"
     )
     if dcn_names:
         transcript.emit(f"deformable layers of the DCN models: {', '.join(dcn_names)}")
@@ -215,7 +232,11 @@ def main(argv=None) -> int:
                 "repeat": args.repeat,
                 "threads": torch.get_num_threads(),
             },
-            "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__},
+            "machine": {
+                "processor": platform.processor() or platform.machine(),
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "torch": torch.__version__,
+            },
             "results": rows,
             "paper_table4": PAPER_TABLE4,
         }
@@ -224,6 +245,7 @@ def main(argv=None) -> int:
         print(f"wrote {args.json}")
     if args.results:
         title = f"Model benchmark: DeepLab-R{args.depth} with and without deformable layers"
+        title += " on CUDA" if device.type == "cuda" else ""
         for path in write_results(args.results, title, transcript.markdown(), info):
             print(f"wrote {path}")
     return 0

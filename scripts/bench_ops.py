@@ -10,6 +10,8 @@ output stride 16 and 8 for a 513x513 crop) and a res4-like layer (256->256, dila
     python scripts/bench_ops.py --shapes 1x64x17x2 --repeat 3 --json out.json
     python scripts/bench_ops.py --roi                # also deform_roi_pool against roi_align
     python scripts/bench_ops.py --roi-only           # only that table
+    python scripts/bench_ops.py --device cuda        # segdcn, torchvision and cuDNN's conv on a GPU,
+                                                     # float32, float16 and bfloat16, with peak memory
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import torch.nn.functional as F
 import torchvision.ops
 
 import segdcn.ops
+from segdcn.engine.device import resolve_device
+from segdcn.errors import ConfigError
 from segdcn.ops.onnx import OrtDeformConv
 from segdcn.provenance import Transcript, add_results_argument, provenance, tool_argv, write_results
 
@@ -51,21 +55,38 @@ class Shape:
 
 
 DEFAULT_SHAPES = [Shape(n, 512, s, 2) for n in (1, 2) for s in (33, 65)] + [Shape(n, 256, 65, 1) for n in (1, 2)]
+# On a GPU also a training batch of 8 crops at output stride 8: there the kernels, not the launches, dominate.
+CUDA_SHAPES = DEFAULT_SHAPES + [Shape(8, 512, 65, 2)]
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+CPU_DTYPES = ("float32",)  # the CPU table's baseline, onnxruntime's DeformConv, is float32 only
 
 
-def timeit(fn, repeat: int, warmup: int = 1) -> list[float]:
-    """Wall times of fn() in seconds, after `warmup` untimed calls."""
+def timeit(fn, repeat: int, warmup: int = 1, device: str | torch.device | None = None) -> list[float]:
+    """Wall times of fn() in seconds, after `warmup` untimed calls. On a GPU the launches are
+    asynchronous, so each call is timed by CUDA events around it, waited for before the next."""
     for _ in range(warmup):
         fn()
+    cuda = device is not None and torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
     return times
 
 
-def make_inputs(shape: Shape, seed: int = 0):
+def make_inputs(shape: Shape, seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """The same values on every device and in every dtype: drawn in float32 on the CPU, then cast."""
     g = torch.Generator().manual_seed(seed)
     c, s, d = shape.channels, shape.size, shape.dilation
     x = torch.randn(shape.batch, c, s, s, generator=g)
@@ -73,13 +94,15 @@ def make_inputs(shape: Shape, seed: int = 0):
     bias = torch.randn(c, generator=g)
     # learned offsets are a few pixels: a scale of the dilation moves samples between cells
     offset = torch.randn(shape.batch, 18, s, s, generator=g) * d
-    return x, offset, weight, bias
+    return tuple(t.to(device=device, dtype=dtype) for t in (x, offset, weight, bias))
 
 
 def forward_backward(fn, tensors):
     leaves = [t.detach().requires_grad_() for t in tensors]
 
     def run():
+        for leaf in leaves:
+            leaf.grad = None  # as a training step's zero_grad: every call computes and stores new gradients
         out = fn(*leaves)
         out.backward(torch.ones_like(out))
 
@@ -108,6 +131,133 @@ def bench_shape(shape: Shape, repeat: int, threads: int, with_torchvision: bool)
             row["tv_fwd"] = timeit(lambda: tv(x, offset, weight, bias), repeat)
         row["tv_fwdbwd"] = timeit(forward_backward(tv, (x, offset, weight, bias)), max(1, repeat // 2))
     return row
+
+
+def peak_memory(fn, device: torch.device) -> int | None:
+    """Bytes allocated by one call of fn at its peak, above what was held before (CUDA's allocator
+    counts them; on the CPU there is no such count: `--memory` measures the op there)."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def bench_shape_on_device(
+    shape: Shape, dtype: torch.dtype, device: torch.device, repeat: int, with_torchvision: bool, memory: bool
+) -> dict:
+    """One round at one shape and dtype on a GPU: cuDNN's conv2d ("cudnn"), segdcn and torchvision,
+    forward and forward+backward, and (with `memory`) each one's peak memory of forward+backward.
+    An implementation that refuses the dtype (torchvision has no bfloat16 kernel) is listed under
+    "unsupported" with its error, not timed."""
+    x, offset, weight, bias = make_inputs(shape, device=device, dtype=dtype)
+    d = shape.dilation
+    impls = {
+        "cudnn": (lambda x, w, b: F.conv2d(x, w, b, padding=d, dilation=d), (x, weight, bias)),
+        "segdcn": (
+            lambda x, o, w, b: segdcn.ops.deform_conv2d(x, o, w, b, padding=d, dilation=d),
+            (x, offset, weight, bias),
+        ),
+    }
+    if with_torchvision:
+        impls["tv"] = (
+            lambda x, o, w, b: torchvision.ops.deform_conv2d(x, o, w, b, padding=d, dilation=d),
+            (x, offset, weight, bias),
+        )
+    row: dict = {"times": {}, "peak_bytes": {}, "unsupported": {}}
+    for name, (fn, tensors) in impls.items():
+        step = forward_backward(fn, tensors)
+        try:
+            with torch.no_grad():
+                row["times"][f"{name}_fwd"] = timeit(lambda fn=fn, t=tensors: fn(*t), repeat, device=device)
+            row["times"][f"{name}_fwdbwd"] = timeit(step, repeat, device=device)
+        except (RuntimeError, NotImplementedError) as e:
+            row["times"].pop(f"{name}_fwd", None)
+            row["unsupported"][name] = str(e).splitlines()[0]
+            continue
+        if memory:
+            row["peak_bytes"][name] = peak_memory(step, device)
+    return row
+
+
+def device_ratios(times: dict, peaks: dict) -> dict:
+    """segdcn against cuDNN's conv and torchvision: time ratios, and peak memory ratios where measured."""
+    out = {}
+    for kind in ("fwd", "fwdbwd"):
+        ours = times.get(f"segdcn_{kind}")
+        if ours is None:
+            continue
+        if f"cudnn_{kind}" in times:
+            out[f"{kind} / cudnn"] = ours / times[f"cudnn_{kind}"]
+        if f"tv_{kind}" in times:
+            out[f"tv {kind} / ours"] = times[f"tv_{kind}"] / ours
+    if peaks.get("segdcn") and peaks.get("cudnn"):
+        out["memory / cudnn"] = peaks["segdcn"] / peaks["cudnn"]
+    if peaks.get("segdcn") and peaks.get("tv"):
+        out["tv memory / ours"] = peaks["tv"] / peaks["segdcn"]
+    return out
+
+
+def format_device_table(results: list[dict]) -> str:
+    """The GPU times, peak memory and ratios of every shape and dtype, as Markdown."""
+    time_cols = [f"{impl}_{kind}" for kind in ("fwd", "fwdbwd") for impl in ("cudnn", "segdcn", "tv")]
+    time_cols = [c for c in time_cols if any(c in r["times"] for r in results)]
+    peak_cols = [i for i in ("cudnn", "segdcn", "tv") if any(r["peak_bytes"].get(i) for r in results)]
+    ratio_cols = list(dict.fromkeys(k for r in results for k in r["ratios"]))
+    header = ["dtype", "shape"] + [f"{c} ms" for c in time_cols] + [f"{c} peak MiB" for c in peak_cols] + ratio_cols
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in results:
+        cells = [r["dtype"], r["shape"]]
+        cells += [f"{1000 * r['times'][c]:.3f}" if c in r["times"] else "-" for c in time_cols]
+        cells += [f"{r['peak_bytes'][c] / 2**20:.1f}" if r["peak_bytes"].get(c) else "-" for c in peak_cols]
+        cells += [f"{r['ratios'][c]:.2f}" if c in r["ratios"] else "-" for c in ratio_cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    unsupported = {(impl, r["dtype"]): why for r in results for impl, why in r["unsupported"].items()}
+    for (impl, dtype), why in unsupported.items():
+        lines.append(f"\n{impl} at {dtype}: not timed ({why})")
+    lines.append(
+        "\nms: median of the rounds' runs (CUDA events); peak MiB: memory allocated by one forward+backward "
+        "above its inputs (outputs and gradients included); cudnn: F.conv2d with cudnn.benchmark, whose float32 "
+        "convolutions use TF32 (torch's default) while segdcn's float32 GEMMs follow "
+        "torch.backends.cuda.matmul.allow_tf32 (off by default)"
+    )
+    return "\n".join(lines)
+
+
+def bench_device(args, device: torch.device, emit) -> list[dict]:
+    """--device cuda: every shape x dtype, in rounds; memory in the first round only."""
+    results = []
+    for shape in args.shapes:
+        rounds: dict[str, list[dict]] = {name: [] for name in args.dtypes}
+        for i in range(args.rounds):
+            for name in args.dtypes:
+                # cuDNN at its best algorithm for each shape, the fair baseline (TF32 in float32, torch's default)
+                with torch.backends.cudnn.flags(enabled=True, benchmark=True):
+                    row = bench_shape_on_device(
+                        shape, DTYPES[name], device, args.repeat, not args.no_torchvision, memory=i == 0
+                    )
+                rounds[name].append(row)
+        for name in args.dtypes:
+            first = rounds[name][0]
+            times = medians([r["times"] for r in rounds[name]])
+            results.append(
+                {
+                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+                    "dtype": name,
+                    "shape": str(shape),
+                    "config": asdict(shape),
+                    "times": times,
+                    "peak_bytes": first["peak_bytes"],
+                    "unsupported": first["unsupported"],
+                    "ratios": device_ratios(times, first["peak_bytes"]),
+                }
+            )
+        print(f"  measured {shape} on {device}", file=sys.stderr, flush=True)
+    emit(format_device_table(results))
+    return results
 
 
 def medians(rounds: list[dict[str, list[float]]]) -> dict[str, float]:
@@ -209,7 +359,14 @@ def format_scaling(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def bench_roi(repeat: int, rois: int = 300, channels: int = 512, size: int = 65, output: int = 7) -> dict:
+def bench_roi(
+    repeat: int,
+    rois: int = 300,
+    channels: int = 512,
+    size: int = 65,
+    output: int = 7,
+    device: str | torch.device = "cpu",
+) -> dict:
     """deform_roi_pool with offsets against torchvision's roi_align(aligned=True): 300 RoIs of
     Faster R-CNN-like sizes on a 512-channel stride-16 feature map of a 1040 px image."""
     g = torch.Generator().manual_seed(0)
@@ -219,12 +376,16 @@ def bench_roi(repeat: int, rois: int = 300, channels: int = 512, size: int = 65,
     wh = 16 + torch.rand(rois, 2, generator=g) * image * 0.4
     boxes = torch.cat([torch.zeros(rois, 1), xy, xy + wh], 1)
     offset = torch.randn(rois, 2, output, output, generator=g) * 0.1
+    x, boxes, offset = (t.to(device) for t in (x, boxes, offset))
     ours = lambda x, o: segdcn.ops.deform_roi_pool(x, boxes, o, output, 1 / 16, 2)  # noqa: E731
     tv = lambda x: torchvision.ops.roi_align(x, boxes, output, 1 / 16, 2, aligned=True)  # noqa: E731
     with torch.no_grad():
-        row = {"tv_fwd": timeit(lambda: tv(x), repeat), "segdcn_fwd": timeit(lambda: ours(x, offset), repeat)}
-    row["tv_fwdbwd"] = timeit(forward_backward(tv, (x,)), repeat)
-    row["segdcn_fwdbwd"] = timeit(forward_backward(ours, (x, offset)), repeat)
+        row = {
+            "tv_fwd": timeit(lambda: tv(x), repeat, device=device),
+            "segdcn_fwd": timeit(lambda: ours(x, offset), repeat, device=device),
+        }
+    row["tv_fwdbwd"] = timeit(forward_backward(tv, (x,)), repeat, device=device)
+    row["segdcn_fwdbwd"] = timeit(forward_backward(ours, (x, offset)), repeat, device=device)
     return {name: statistics.median(times) for name, times in row.items()}
 
 
@@ -287,18 +448,26 @@ def measure_memory(shape: Shape, batches=(1, 8)) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (against F.conv2d and onnxruntime, at --threads), cuda or cuda:K (against cuDNN's conv and "
+        "torchvision, at --dtypes, with peak memory), or auto (default: %(default)s)",
+    )
+    parser.add_argument(
         "--shapes",
         type=Shape.parse,
         nargs="+",
-        default=DEFAULT_SHAPES,
-        help="NxCxSIZExDILATION, e.g. 2x512x65x2 (default: the DeepLab res5/res4 shapes)",
+        help="NxCxSIZExDILATION, e.g. 2x512x65x2 (default: the DeepLab res5/res4 shapes; on CUDA also 8x512x65x2)",
+    )
+    parser.add_argument(
+        "--dtypes",
+        help=f"comma-separated, of {', '.join(DTYPES)} (default: float32 on the CPU, all three on CUDA)",
     )
     parser.add_argument(
         "--threads",
-        default=str(torch.get_num_threads()),
-        help="comma-separated thread counts, e.g. 1,2 (default: %(default)s)",
+        help=f"comma-separated CPU thread counts, e.g. 1,2 (default: torch's, here {torch.get_num_threads()})",
     )
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per implementation and round")
+    parser.add_argument("--repeat", type=int, help="timed runs per implementation and round (default: 3, CUDA 20)")
     parser.add_argument(
         "--rounds",
         type=int,
@@ -322,7 +491,20 @@ def main(argv=None) -> int:
     add_results_argument(parser, "the tables")
     args = parser.parse_args(argv)
     try:
-        thread_counts = [int(t) for t in args.threads.split(",")]
+        device = resolve_device(args.device, key="--device")
+    except ConfigError as error:
+        parser.error(str(error))
+    cuda = device.type == "cuda"
+    if cuda and (args.threads or args.memory):
+        parser.error("--threads and --memory measure the CPU op; with --device cuda the table has peak memory")
+    args.shapes = args.shapes or (CUDA_SHAPES if cuda else DEFAULT_SHAPES)
+    args.repeat = args.repeat or (20 if cuda else 3)
+    args.dtypes = (args.dtypes or ("float32,float16,bfloat16" if cuda else "float32")).split(",")
+    allowed = DTYPES if cuda else CPU_DTYPES
+    if not set(args.dtypes) <= set(allowed):
+        parser.error(f"--dtypes on {device.type} takes {', '.join(allowed)}, got {','.join(args.dtypes)!r}")
+    try:
+        thread_counts = [int(t) for t in (args.threads or str(torch.get_num_threads())).split(",")]
     except ValueError:
         parser.error(f"--threads takes comma-separated integers, got {args.threads!r}")
     try:
@@ -337,18 +519,24 @@ def main(argv=None) -> int:
     if not info["native"]:
         print(f"segdcn._C is not built: {info.get('error')}", file=sys.stderr)
         return 1
+    if cuda and not info["cuda"]:
+        print("segdcn._C was built without its CUDA kernels (no nvcc, or SEGDCN_CUDA=0): rebuild it", file=sys.stderr)
+        return 1
     transcript = Transcript()  # what --results writes
     emit = transcript.emit
-    emit(
-        f"segdcn {segdcn.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"float32, CPU; median of {args.rounds} rounds x {args.repeat} runs"
+    where = (
+        f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, {', '.join(args.dtypes)}"
+        if cuda
+        else f"{platform.processor() or platform.machine()}, float32, CPU"
     )
-    results = []
+    rounds = f"median of {args.rounds} rounds x {args.repeat} runs"
+    emit(f"segdcn {segdcn.__version__}, torch {torch.__version__}, {where}; {rounds}")
+    results = bench_device(args, device, emit) if cuda and not args.roi_only else []
     # Rounds and thread counts inside the shape loop: a shape's measurements alternate between
     # thread counts and repeat over rounds, so a drift in this machine's speed (20-30% between
     # minutes on a shared VM) spreads over all of them instead of biasing one. torchvision,
     # the slowest by far and far from its target, is timed in the first round only.
-    for shape in [] if args.roi_only else args.shapes:
+    for shape in [] if args.roi_only or cuda else args.shapes:
         rounds: dict[int, list[dict]] = {t: [] for t in thread_counts}
         for i in range(args.rounds):
             for threads in thread_counts:
@@ -375,15 +563,17 @@ def main(argv=None) -> int:
     results.sort(key=lambda r: r["threads"])
     report = {"provenance": provenance(tool_argv(__file__, argv)), "build_info": info, "results": results}
     report["torch"] = torch.__version__
-    if results:
+    report["device"] = str(device)
+    if results and not cuda:
         emit(format_table(results))
     if args.roi or args.roi_only:
         report["roi"] = []
-        for threads in thread_counts:
+        for threads in [torch.get_num_threads()] if cuda else thread_counts:
             torch.set_num_threads(threads)
-            report["roi"].append({"threads": threads, "times": bench_roi(args.repeat, *roi_config)})
+            times = bench_roi(args.repeat, *roi_config, device=device)
+            report["roi"].append({"threads": "-" if cuda else threads, "times": times})
         emit(format_roi_table(report["roi"], *roi_config))
-    if len(thread_counts) > 1 and results:
+    if len(thread_counts) > 1 and results and not cuda:
         report["scaling"] = scaling(results)
         emit(format_scaling(report["scaling"]))
     if args.memory:
@@ -400,7 +590,7 @@ def main(argv=None) -> int:
             json.dump(report, f, indent=2)
         print(f"wrote {args.json}")
     if args.results:
-        title = "CPU op benchmark: deform_conv2d"
+        title = "CUDA op benchmark: deform_conv2d" if cuda else "CPU op benchmark: deform_conv2d"
         for path in write_results(args.results, title, transcript.markdown(), report["provenance"]):
             print(f"wrote {path}")
     return 0

@@ -39,6 +39,17 @@ def run_python(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
+def load_script(name: str):
+    """scripts/<name>.py as a module, to call its functions in this process (fast) after one real command line."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"scripts.{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def one_thread_env() -> dict[str, str]:
     """The environment of a training subprocess that is compared with another: segdcn importable and one
     thread, as torchrun gives each of several workers, so that every run rounds alike."""

@@ -3,7 +3,6 @@ the measured tables (issue 18: results are generated, not pasted), on tiny input
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
@@ -17,7 +16,7 @@ import torch
 
 import segdcn
 from segdcn import provenance as prov
-from tests.helpers import ROOT, run_python
+from tests.helpers import ROOT, load_script, run_python
 
 
 def head_commit() -> str:
@@ -169,9 +168,7 @@ def tiny_sweep(tmp_path_factory) -> Path:
 
 
 def test_receptive_field_stats_picks_the_best_deformable_run(tiny_sweep, capsys):
-    spec = importlib.util.spec_from_file_location("receptive_field_stats", ROOT / "scripts/receptive_field_stats.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("receptive_field_stats")
     assert script.best_deformable_checkpoint(str(tiny_sweep), 3) == tiny_sweep / "2" / "checkpoints" / "best.pt"
     assert script.best_deformable_checkpoint(str(tiny_sweep), None).parent.parent == tiny_sweep / "2"
     with pytest.raises(FileNotFoundError, match="no finished run with 4 deformable layers"):

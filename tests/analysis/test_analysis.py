@@ -7,7 +7,6 @@ bias), and the deformable op itself, which samples coordinate ramps at exactly t
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -37,7 +36,7 @@ from segdcn.analysis.stats import DilationTable, LayerDilationStats
 from segdcn.analysis.table2 import table2_dict, table2_markdown
 from segdcn.models import build_model
 from segdcn.ops import DeformConv2d
-from tests.helpers import ROOT, run_python
+from tests.helpers import load_script, run_python
 
 # ---- geometry: a fresh (zero-offset) model and a constant offset field ----
 
@@ -262,14 +261,6 @@ def deformable_run(sweep: Path) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(short_sweep):
     return deformable_run(short_sweep)
-
-
-def load_script(name: str):
-    """A script as a module, to call its main(argv) in this process (fast) after one real command line."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def dataset_root(run_dir: Path) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 
-from tests.helpers import run_python, run_without_extension
+import torch
+
+from tests.helpers import load_script, run_python, run_without_extension
 
 WITHOUT_EXTENSION = """
 import warnings
@@ -70,3 +73,44 @@ def test_bench_ops_rejects_a_bad_shape():
     result = run_python("scripts/bench_ops.py", "--shapes", "1x8x9")
     assert result.returncode == 2
     assert "NxCxSIZExDILATION" in result.stderr
+
+
+def test_bench_ops_device_table_runs_its_rounds():
+    """The GPU table's code (--device cuda), run on the CPU: every implementation timed in every round,
+    the ratios taken from the medians, an implementation that refuses a dtype listed and not timed. Only
+    the CUDA events and the allocator's peak count are left to the GPU check."""
+    bench = load_script("bench_ops")
+    args = argparse.Namespace(
+        shapes=[bench.Shape(1, 8, 9, 2)], dtypes=["float32", "bfloat16"], rounds=2, repeat=2, no_torchvision=False
+    )
+    lines = []
+    results = bench.bench_device(args, torch.device("cpu"), lines.append)
+    fp32, bf16 = results
+    assert set(fp32["times"]) == {f"{i}_{k}" for i in ("cudnn", "segdcn", "tv") for k in ("fwd", "fwdbwd")}
+    assert all(t > 0 for t in fp32["times"].values()) and not fp32["unsupported"]
+    t = fp32["times"]
+    assert fp32["ratios"]["fwdbwd / cudnn"] == t["segdcn_fwdbwd"] / t["cudnn_fwdbwd"]
+    assert fp32["ratios"]["tv fwd / ours"] == t["tv_fwd"] / t["segdcn_fwd"]
+    assert fp32["peak_bytes"] == {"cudnn": None, "segdcn": None, "tv": None}  # the CPU has no allocator count
+    # torchvision has no bfloat16 kernel: named with its error, not timed, no ratio made up for it
+    assert set(bf16["unsupported"]) == {"tv"} and "BFloat16" in bf16["unsupported"]["tv"]
+    assert set(bf16["times"]) == {f"{i}_{k}" for i in ("cudnn", "segdcn") for k in ("fwd", "fwdbwd")}
+    assert set(bf16["ratios"]) == {"fwd / cudnn", "fwdbwd / cudnn"}
+    table = lines[0]
+    assert "| float32 | N=1 8->8 9x9 d=2 |" in table and "tv at bfloat16: not timed" in table
+
+
+def test_the_benchmarks_refuse_device_settings_they_cannot_honour():
+    cases = [
+        ("bench_ops", ["--dtypes", "bfloat16"], "--dtypes on cpu takes float32"),
+        ("bench_ops", ["--device", "tpu"], "--device='tpu': expected auto, cpu, cuda or cuda:K"),
+        ("bench_model", ["--device", "tpu"], "--device='tpu': expected auto, cpu, cuda or cuda:K"),
+    ]
+    if torch.cuda.is_available():
+        cases.append(("bench_ops", ["--device", "cuda", "--threads", "2"], "--threads and --memory measure the CPU"))
+    else:
+        for script in ("bench_ops", "bench_model"):
+            cases.append((script, ["--device", "cuda"], "--device='cuda': no CUDA device is available"))
+    for script, args, message in cases:
+        result = run_python(f"scripts/{script}.py", *args)
+        assert result.returncode == 2 and message in result.stderr, (script, args, result.stderr)
