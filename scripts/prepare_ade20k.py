@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fetches and checks ADE20K SceneParsing (ADEChallengeData2016) for segdcn (dataset=ade20k).
 
-    python scripts/prepare_ade20k.py --root data/ade20k --download     # with internet: 923 MB
+    python scripts/prepare_ade20k.py --root data/ade20k --download     # with internet
     python scripts/prepare_ade20k.py --root data/ade20k                # unpacked already: check it
 
 --download fetches the official ADEChallengeData2016.zip (torchvision's download code), checks its SHA-1

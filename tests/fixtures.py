@@ -225,9 +225,11 @@ class FolderFixture:
             Image.fromarray(rgb, "RGB").save(folder / f"{stem}.png")
 
 
-def write_folder(tmp: Path, count: int = 10, seed: int = 0, name: str = "own") -> FolderFixture:
+def write_folder(
+    tmp: Path, count: int = 10, seed: int = 0, name: str = "own", void_borders: bool = True
+) -> FolderFixture:
     """`count` images of 28-44 x 30-52 px as .jpg, .jpeg and .png, their masks as palette and grey PNGs
-    (half of them with VOC-style 255 borders), and classes.txt."""
+    (half of them with VOC-style 255 borders, unless not `void_borders`), and classes.txt."""
     rng = np.random.default_rng(seed)
     fixture = FolderFixture(tmp / name)
     for index in range(count):
@@ -241,7 +243,7 @@ def write_folder(tmp: Path, count: int = 10, seed: int = 0, name: str = "own") -
             Image.fromarray(paint(label)).save(image_path)
         else:
             write_jpeg(image_path, paint(label))
-        mask = with_void_borders(label) if index % 2 else label
+        mask = with_void_borders(label) if index % 2 and void_borders else label
         mask_path = fixture.root / "masks" / f"{stem}.png"
         if index % 4 < 2:
             write_palette_png(mask_path, mask)

@@ -130,30 +130,34 @@ def test_links_resolve_inside_the_repository(page):
     assert not problems, "\n".join(problems)
 
 
-def quickstart_commands() -> list[list[str]]:
-    """The commands of the fenced block after README.md's `<!-- quickstart -->` comment."""
-    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip().startswith(QUICKSTART_MARK)), None)
-    assert start is not None, f"README.md has no {QUICKSTART_MARK} -->"
-    assert FENCE.match(lines[start + 1]), "the quickstart comment must stand right before a fenced block"
+def block_commands(page: Path, mark: str) -> list[list[str]]:
+    """The commands of the fenced block right after the comment `mark` (e.g. `<!-- quickstart`) in `page`."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip().startswith(mark)), None)
+    assert start is not None, f"{page.name} has no {mark} -->"
+    assert FENCE.match(lines[start + 1]), f"the {mark} --> comment must stand right before a fenced block"
     end = next(i for i in range(start + 2, len(lines)) if FENCE.match(lines[i]))
     script = "\n".join(lines[start + 2 : end]).replace("\\\n", " ")
     return [words for line in script.splitlines() if (words := shlex.split(line, comments=True))]
 
 
-def runnable(words: list[str]) -> list[str]:
-    """A quickstart command as an argument list: the installed console scripts, the repository's scripts/,
-    with the tiny overrides appended."""
+def quickstart_commands() -> list[list[str]]:
+    return block_commands(ROOT / "README.md", QUICKSTART_MARK)
+
+
+def runnable(words: list[str], tiny: dict[str, list[str]] = TINY) -> list[str]:
+    """A page's command as an argument list: the installed console scripts, the repository's scripts/,
+    with the `tiny` overrides appended."""
     program, *args = words
     if program.startswith("segdcn-"):
         assert (BIN / program).exists(), f"no console script {program} in {BIN}"
-        return [str(BIN / program), *args, *TINY.get(program, [])]
+        return [str(BIN / program), *args, *tiny.get(program, [])]
     assert program == "python" and args and args[0].startswith("scripts/"), (
-        f"the quickstart may only run segdcn-* and python scripts/...: {shlex.join(words)}"
+        f"a tested block may only run segdcn-* and python scripts/...: {shlex.join(words)}"
     )
     script = ROOT / args[0]
     assert script.is_file(), f"no {args[0]}"
-    return [sys.executable, str(script), *args[1:], *TINY.get(script.name, [])]
+    return [sys.executable, str(script), *args[1:], *tiny.get(script.name, [])]
 
 
 def test_quickstart_has_each_step():
@@ -163,8 +167,9 @@ def test_quickstart_has_each_step():
     assert any("segdcn-predict" in command for command in commands)
 
 
-def test_quickstart_runs(tmp_path):
-    env = dict(
+def command_env() -> dict[str, str]:
+    """The environment the tested blocks run in: this checkout's segdcn and console scripts, W&B off."""
+    return dict(
         os.environ,
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         PYTHONPATH=str(ROOT),
@@ -172,6 +177,10 @@ def test_quickstart_runs(tmp_path):
         HYDRA_FULL_ERROR="1",
         OMP_NUM_THREADS="1",
     )
+
+
+def test_quickstart_runs(tmp_path):
+    env = command_env()
     for words in quickstart_commands():
         command = runnable(words)
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
