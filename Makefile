@@ -88,7 +88,8 @@ gpu-check: install
 # seeds as two parallel single-thread jobs (faster than one two-thread job on 2 cores), then the table and
 # the best deformable run's effective dilation (Table 2's layout; about 30 s over the 300 validation
 # images on 2 cores), both also written with their command, commit, date, machine and versions to
-# docs/results/ (never edited by hand; docs/results/README.md).
+# docs/results/ (never edited by hand; docs/results/README.md). plot_run.py draws the runs' loss, mIoU and
+# offsets from their metrics.jsonl into $(DEMO_DIR)/curves.png.
 # Each step is one line and reads the previous one's files under $(DEMO_DIR).
 # DEMO_ARGS adds overrides to every job, e.g. make demo DEMO_ARGS="trainer.max_iters=3000".
 DEMO_DIR := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
@@ -98,6 +99,7 @@ demo: install-demo
 	$(PY) scripts/make_synthetic.py --out $(DEMO_DATA) --seed 0 --no-progress
 	$(VENV)/bin/segdcn-train -m experiment=demo model.dcn.layers=0,3 seed=0,1 hydra/launcher=joblib_local \
 		dataset.root=$(DEMO_DATA) hydra.sweep.dir=$(DEMO_DIR) $(DEMO_ARGS)
+	$(PY) scripts/plot_run.py $(DEMO_DIR) --out $(DEMO_DIR)/curves.png
 	$(PY) scripts/ablation_table.py $(DEMO_DIR) --rows 0,3 --results docs/results/demo.md
 	$(PY) scripts/receptive_field_stats.py --sweep $(DEMO_DIR) --dcn-layers 3 --results docs/results/demo_effective_dilation.md
 	$(VENV)/bin/segdcn-export ckpt=$$(cat $(DEMO_DIR)/best_run.txt)/checkpoints/best.pt format=onnx out=$(DEMO_DIR)/export

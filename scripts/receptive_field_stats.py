@@ -79,20 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def best_deformable_checkpoint(sweep: str, layers: int | None) -> Path:
     """The checkpoint of the finished run in `sweep` with the highest mIoU among those with `layers`
     deformable layers (None: any but 0) and a checkpoint."""
-    from segdcn.analysis.runs import find_runs
+    from segdcn.analysis.runs import best_deformable_run
 
-    wanted = "a deformable layer" if layers is None else f"{layers} deformable layers"
-    candidates = [
-        run
-        for run in find_runs(sweep)
-        if (run.dcn_layers == layers if layers is not None else run.dcn_layers > 0)
-        and run.checkpoint is not None
-        and run.miou is not None
-    ]
-    if not candidates:
-        raise FileNotFoundError(f"--sweep {sweep}: no finished run with {wanted} and a checkpoint")
-    best = max(candidates, key=lambda run: run.miou)
-    print(f"best run with {wanted}: {best.path} (mIoU {100 * best.miou:.1f})")
+    best = best_deformable_run(sweep, layers)
+    print(f"best run with {layers or 'any number of'} deformable layers: {best.path} (mIoU {100 * best.miou:.1f})")
     return best.checkpoint
 
 
@@ -147,19 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown)
     print(f"wrote {out_dir / OUTPUT_NAME}.md, .json, .png")
     if args.results:
-        from segdcn.provenance import provenance, tool_argv, write_results
+        from segdcn.provenance import write_tool_results
 
         title = f"Effective dilation by object size: {result['model']}, {dataset_cfg.name} {args.split}"
-        body = f"Checkpoint: `{ckpt}`\n\n{markdown}"
-        written = write_results(args.results, title, body, provenance(tool_argv(__file__, argv)), result)
-        print("wrote " + ", ".join(map(str, written)))
+        write_tool_results(args.results, __file__, argv, title, f"Checkpoint: `{ckpt}`\n\n{markdown}", result)
     return 0
 
 
 if __name__ == "__main__":
-    from segdcn.analysis.inputs import user_errors
+    from segdcn.analysis.inputs import run_tool
 
-    try:
-        sys.exit(main())
-    except user_errors() as error:  # a bad argument, file or config: its message names it
-        sys.exit(f"{Path(__file__).name}: error: {error}")
+    run_tool(main, __file__)

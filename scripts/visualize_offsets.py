@@ -138,9 +138,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from segdcn.analysis.inputs import user_errors
+    from segdcn.analysis.inputs import run_tool
 
-    try:
-        sys.exit(main())
-    except user_errors() as error:  # a bad argument, file or config: its message names it
-        sys.exit(f"{Path(__file__).name}: error: {error}")
+    run_tool(main, __file__)

@@ -190,3 +190,13 @@ def write_results(
         _write_text(sidecar, json.dumps({"provenance": info, **data}, indent=2, default=str) + "\n")
         written.append(sidecar)
     return written
+
+
+def write_tool_results(
+    path: str | Path, script: str, argv: Sequence[str] | None, title: str, body_markdown: str, data=None
+) -> list[Path]:
+    """A tool's --results: write_results under the provenance of its command line (tool_argv of its
+    __file__ and main's argv), then a line naming the files written."""
+    written = write_results(path, title, body_markdown, provenance(tool_argv(script, argv)), data)
+    print("wrote " + ", ".join(map(str, written)))
+    return written

@@ -111,6 +111,7 @@ class OffsetRecorder:
         self._handles: list = []
 
     def __enter__(self) -> OffsetRecorder:
+        self._seen.clear()  # a recorder entered again (once per image) never returns an older pass's offsets
         for name, layer in self.layers.items():
             self._handles.append(layer.register_forward_hook(self._hook(name)))
         return self

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -131,3 +133,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from segdcn.engine.checkpoint import CheckpointError
 
     return (ValueError, OSError, DatasetError, CheckpointError, HydraException)
+
+
+def run_tool(main: Callable[[], int], script: str) -> NoReturn:
+    """sys.exit(main()) for an analysis script; a user error (a bad argument, file or config, whose
+    message names it) ends it with one line instead of a traceback."""
+    try:
+        sys.exit(main())
+    except user_errors() as error:
+        sys.exit(f"{Path(script).name}: error: {error}")

@@ -83,3 +83,19 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None, in
     if not present:
         return None, None, 0
     return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0, len(present)
+
+
+def best_deformable_run(sweep: str | Path, layers: int | None = None) -> Run:
+    """The finished run of `sweep` with the highest mIoU among those with `layers` deformable layers
+    (None: any number but 0) and a checkpoint; the error says which runs were wanted."""
+    wanted = "a deformable layer" if layers is None else f"{layers} deformable layers"
+    candidates = [
+        run
+        for run in find_runs(sweep)
+        if (run.dcn_layers == layers if layers is not None else run.dcn_layers > 0)
+        and run.checkpoint is not None
+        and run.miou is not None
+    ]
+    if not candidates:
+        raise FileNotFoundError(f"--sweep {sweep}: no finished run with {wanted} and a checkpoint")
+    return max(candidates, key=lambda run: run.miou)

@@ -95,6 +95,7 @@ class OffsetMonitor:
         )
         self._picture: Picture | None = None
         self._picture_chosen = False
+        self._recorder = OffsetRecorder(model)  # hooks on for the watched forward passes only
 
     @classmethod
     def build(cls, model: nn.Module, val_set, cfg: Any, run_dir: Path, class_names: Sequence[str]):
@@ -143,13 +144,13 @@ class OffsetMonitor:
             return
         size = tuple(image.shape[-2:])
         if self.single_pass:
-            with OffsetRecorder(self.model) as recorder:
+            with self._recorder:
                 yield
         else:
             yield
-            with OffsetRecorder(self.model) as recorder, torch.no_grad(), autocast(image.device, self.precision):
+            with self._recorder, torch.no_grad(), autocast(image.device, self.precision):
                 self.model(image)
-        self.eval_stats.add(recorder.records(size), [label[0].cpu().numpy()], size)
+        self.eval_stats.add(self._recorder.records(size), [label[0].cpu().numpy()], size)
 
     def eval_metrics(self, reduce_sum: Reduce) -> dict[str, float]:
         """The statistics of the images watched since the last call, over every process (call it on all)."""
@@ -163,10 +164,10 @@ class OffsetMonitor:
     @contextlib.contextmanager
     def training(self, images: Tensor, labels: Tensor) -> Iterator[None]:
         """Around a training forward pass: its offsets, with the batch's labels for the size groups."""
-        with OffsetRecorder(self.model) as recorder:
+        with self._recorder:
             yield
         size = tuple(images.shape[-2:])
-        self.train_stats.add(recorder.records(size), list(labels.cpu().numpy()), size)
+        self.train_stats.add(self._recorder.records(size), list(labels.cpu().numpy()), size)
 
     def train_metrics(self, reduce_sum: Reduce) -> dict[str, float]:
         return _collect(self.train_stats, TRAIN_PREFIX, reduce_sum)
