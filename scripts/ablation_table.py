@@ -5,6 +5,7 @@
     python scripts/ablation_table.py --table 3 multirun/.../table3 outputs/.../deformable
     python scripts/ablation_table.py --wandb my-team/segdcn --group 2026-11-22_10-00-00
     python scripts/ablation_table.py outputs/demo/2026-11-22_10-00-00 --rows 0,3  # only these rows expected
+    python scripts/ablation_table.py outputs/demo/2026-11-22_10-00-00 --log-wandb # also a W&B run beside the runs
 
 Reads each run's summary.json (run directories, or sweep directories searched recursively), or the
 runs of one W&B group through wandb.Api(). Prints the table as Markdown and writes it as CSV, with a
@@ -14,7 +15,9 @@ share one dataset.name and one experiment; runs of another are refused by name (
 rows, missing seeds and runs left out (unfinished, no summary.json) are listed by name under the table.
 With --results FILE, the same Markdown (the table and its same-seed gain lines) also goes to FILE
 under the command, commit, date, machine and library versions (segdcn.provenance); `make demo`
-writes docs/results/demo.md so.
+writes docs/results/demo.md so. With --log-wandb, the table (a wandb.Table of the CSV's columns) and
+its plot also go to a W&B run of job_type=ablation in the runs' group (the sweep's, as its jobs logged
+it; --group G sets another), offline unless $WANDB_MODE says otherwise, under --out's wandb/ folder.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=parse_rows, help="Table 1 rows expected, by deformable layers (e.g. 0,3)")
     parser.add_argument("--out", type=Path, help="folder for ablation_table{1,3}.{csv,png,md}")
+    parser.add_argument(
+        "--log-wandb", action="store_true", help="also log the table and plot as a W&B run (job_type=ablation)"
+    )
     add_results_argument(parser, "the table")
     args = parser.parse_args(argv)
 
@@ -71,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not args.dirs:
             parser.error("give run or sweep directories, or --wandb ENTITY/PROJECT --group G")
+        if args.group and not args.log_wandb:
+            parser.error(
+                "--group G goes with --wandb ENTITY/PROJECT (the runs to read) or --log-wandb (the table's run)"
+            )
         runs, problems = read_run_dirs(args.dirs)
         out = args.out or args.dirs[0]
 
@@ -107,6 +117,32 @@ def main(argv: list[str] | None = None) -> int:
         body = markdown + f"\nbest run: {best.name} (mIoU {100 * best.miou:.1f})\n"
         written += write_results(args.results, title, body, provenance(tool_argv(__file__, argv)))
     print("wrote " + ", ".join(str(p) for p in [stem.with_suffix(".md"), *written]))
+    if args.log_wandb:
+        return log_to_wandb(args, table, runs, stem.with_suffix(".png"), out)
+    return 0
+
+
+def log_to_wandb(args: argparse.Namespace, table, runs, plot: Path, out: Path) -> int:
+    from segdcn.ablation.wandb_log import WandbTarget, log_table, target_of_runs
+
+    try:
+        if args.wandb:
+            entity, project = args.wandb.split("/")
+            target = WandbTarget(project, entity, args.group)
+        else:
+            target = target_of_runs(Path(run.name) for run in runs)
+            if args.group:
+                target = WandbTarget(target.project, target.entity, args.group)
+    except (OSError, ValueError) as error:
+        print(f"ablation_table.py: --log-wandb: {error}", file=sys.stderr)
+        return 1
+    run = log_table(table, plot, out, target)
+    if run is None:
+        print("ablation_table.py: --log-wandb: the W&B run could not start (see the warning above)", file=sys.stderr)
+        return 1
+    print(f"W&B run {run.id} ({run.mode}, job_type=ablation, group {target.group}) in {run.dir}")
+    if run.mode == "offline":
+        print(f"upload it with: wandb sync {run.dir}")
     return 0
 
 

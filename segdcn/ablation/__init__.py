@@ -4,7 +4,8 @@
     table = build_table(runs, "table1", problems=problems)                # raises MixedRunsError
     print(to_markdown(table)); write_csv(table, "table.csv"); plot_layers(table, "table.png")
 
-scripts/ablation_table.py is the command line over these functions.
+scripts/ablation_table.py is the command line over these functions; segdcn.ablation.wandb_log logs a
+table as a W&B run of job_type=ablation in its runs' group (--log-wandb).
 """
 
 from .render import plot_layers, to_csv, to_markdown, write_csv

@@ -91,31 +91,39 @@ def to_markdown(table: AblationTable) -> str:
     return "\n".join(lines) + "\n"
 
 
+TABLE_COLUMNS = (
+    "table", "dataset", "experiment", "row", "dcn_layers", "res5_dilation", "deformable_layers", "seeds",
+    "runs", "miou_mean", "miou_std", "gain", "seed_gain_mean", "seed_gain_std", "seed_gain_seeds",
+    "paper_dataset", "paper_miou", "paper_gain", "difference",
+)  # fmt: skip
+
+
+def table_rows(table: AblationTable) -> list[list]:
+    """One list per row in TABLE_COLUMNS' order: numbers unrounded, None where there is none (the CSV
+    and the W&B table of the same rows)."""
+    rows = []
+    for row in table.rows:
+        seed_gains = table.seed_gains(row)
+        gains = list(seed_gains.values())
+        rows.append(
+            [
+                table.name, table.dataset, table.experiment, row.label, row.dcn_layers, row.res5_dilation,
+                " ".join(row.deformable), " ".join(str(s) for s in row.seeds), len(row.runs), row.mean, row.std,
+                table.gain(row), statistics.fmean(gains) if gains else None,
+                statistics.stdev(gains) if len(gains) > 1 else None, " ".join(str(s) for s in seed_gains),
+                table.paper_dataset, row.paper_miou, table.paper_gain(row), table.difference(row),
+            ]
+        )  # fmt: skip
+    return rows
+
+
 def to_csv(table: AblationTable) -> str:
     """Machine-readable: numbers unrounded, empty where there is none."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        [
-            "table", "dataset", "experiment", "row", "dcn_layers", "res5_dilation", "deformable_layers", "seeds",
-            "runs", "miou_mean", "miou_std", "gain", "seed_gain_mean", "seed_gain_std", "seed_gain_seeds",
-            "paper_dataset", "paper_miou", "paper_gain", "difference",
-        ]
-    )  # fmt: skip
-    for row in table.rows:
-        seed_gains = table.seed_gains(row)
-        gains = list(seed_gains.values())
-        gain_std = statistics.stdev(gains) if len(gains) > 1 else None
-        writer.writerow(
-            [
-                table.name, table.dataset, table.experiment, row.label, row.dcn_layers, row.res5_dilation,
-                " ".join(row.deformable), " ".join(str(s) for s in row.seeds), len(row.runs),
-                _num(row.mean), _num(row.std), _num(table.gain(row)),
-                _num(statistics.fmean(gains) if gains else None), _num(gain_std),
-                " ".join(str(s) for s in seed_gains), table.paper_dataset, _num(row.paper_miou),
-                _num(table.paper_gain(row)), _num(table.difference(row)),
-            ]
-        )  # fmt: skip
+    writer.writerow(TABLE_COLUMNS)
+    for row in table_rows(table):
+        writer.writerow([_num(v) if isinstance(v, float) or v is None else v for v in row])
     return out.getvalue()
 
 

@@ -221,3 +221,57 @@ def test_the_docs_tables_come_from_the_data_file():
     text = markdown()
     assert "| res5a,b,c + res4b20,b21,b22 | 74.8 | 75.1 |" in text and "| atrous, dilation 8 | 73.2 | 72.4 |" in text
     assert "| DeepLab | 46.0M | 0.084 | 0.610 |" in text
+
+
+# A Hydra sweep of the real training app's config and logger, without the training: each job logs an mIoU
+# of 0.3 + 0.1 * model.dcn.layers to summary.json and an offline W&B run, as segdcn-train's jobs do.
+SWEEP_APP = """
+import hydra
+from hydra.core.hydra_config import HydraConfig
+import segdcn.config  # the schemas, registered with Hydra
+from segdcn.loggers import build_logger
+
+@hydra.main(config_path={conf!r}, config_name="train", version_base=None)
+def main(cfg):
+    with build_logger(cfg, HydraConfig.get().runtime.output_dir) as logger:
+        logger.log_summary({{"miou": 0.3 + 0.1 * cfg.model.dcn.layers}})
+
+main()
+"""
+
+
+def test_log_wandb_puts_the_table_in_the_sweeps_group(tmp_path, wandb_env):
+    from tests.helpers import ROOT
+    from tests.wandb_records import config_values, history_rows, read_records, run_record
+
+    app = tmp_path / "app.py"
+    app.write_text(SWEEP_APP.format(conf=str(ROOT / "conf")))
+    sweep = tmp_path / "2026-12-01" / "10-00-00"
+    result = run_python(str(app), "-m", "model.dcn.layers=0,1", "seed=0,1", f"hydra.sweep.dir={sweep}", timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (job,) = sweep.glob("0/wandb/offline-run-*/run-*.wandb")
+    training_group = run_record(read_records(job)).run_group
+    assert training_group == "2026-12-01_10-00-00"  # what the sweep's jobs share
+
+    table = table_cli(sweep, "--log-wandb")
+    assert table.code == 0, table.err
+    assert "upload it with: wandb sync" in table.out
+    (path,) = sweep.glob("wandb/offline-run-*/run-*.wandb")
+    records = read_records(path)
+    run = run_record(records)
+    assert (run.run_group, run.job_type, run.project) == (training_group, "ablation", "segdcn")
+    assert config_values(records)["table"] == "table1"
+    (row,) = history_rows(records)
+    assert row["ablation/table1/_type"] == "table-file" and row["ablation/table1_plot/_type"] == "image-file"
+    files = path.parent / "files"
+    assert (files / row["ablation/table1_plot/path"]).is_file()
+    logged = json.loads((files / row["ablation/table1/path"]).read_text())
+    columns, rows = logged["columns"], {r[logged["columns"].index("row")]: r for r in logged["data"]}
+    assert columns[:4] == ["table", "dataset", "experiment", "row"]
+    res5c = dict(zip(columns, rows["res5c"], strict=True))
+    assert res5c["seeds"] == "0 1" and res5c["miou_mean"] == pytest.approx(40.0)  # our mIoU, in %
+    assert res5c["gain"] == pytest.approx(10.0) and res5c["seed_gain_mean"] == pytest.approx(10.0)
+    assert (res5c["paper_miou"], res5c["paper_gain"]) == (73.9, pytest.approx(4.2))  # the paper's VOC numbers
+
+    refused = table_cli(sweep, "--group", "mine")  # a group for no W&B run would be ignored
+    assert refused.code == 2 and "--group G goes with --wandb" in refused.err
