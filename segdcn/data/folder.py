@@ -130,26 +130,22 @@ def write_split(split_dir: Path, split: dict[str, list[str]], val_fraction: floa
 
 def split_stems(root: Path, list_name: str, stems: list[str], val_fraction: float, seed: int) -> list[str]:
     """The stems of split list `list_name`: R/splits/<list_name>.txt when it is the user's, else the split
-    that segdcn wrote (or writes now) by val_fraction and seed."""
+    that segdcn wrote (or writes now) by val_fraction and seed. Only train and val are ever written."""
     split_dir = root / SPLITS_DIR
+    own_list = split_dir / f"{list_name}.txt"
     record_path = split_dir / SPLIT_RECORD
-    lists = [split_dir / f"{name}.txt" for name in AUTO_LISTS]
-    defaults = val_fraction == DatasetConfig.default_of("val_fraction") and seed == DatasetConfig.default_of(
-        "split_seed"
-    )
+    if list_name not in AUTO_LISTS or (not record_path.is_file() and any_list(split_dir)):
+        if list_name in AUTO_LISTS and not is_default_split(val_fraction, seed):
+            # the user's lists leave the split keys nothing to act on, so they are refused
+            raise DatasetConfigError(
+                f"dataset.val_fraction={val_fraction} and dataset.split_seed={seed} make a split only when "
+                f"{split_dir} has no train.txt and val.txt, and it holds your lists: leave both keys at their "
+                "defaults, or remove the lists"
+            )
+        if not own_list.is_file():
+            raise layout_error(f"split list {own_list} does not exist (dataset.splits names {list_name!r})")
+        return read_split(own_list)
     if not record_path.is_file():
-        if any(path.is_file() for path in lists) or list_name not in AUTO_LISTS:
-            # the user's lists: the split keys would have nothing to act on, so they are refused
-            if not defaults:
-                raise DatasetConfigError(
-                    f"dataset.val_fraction={val_fraction} and dataset.split_seed={seed} make a split only when "
-                    f"{split_dir} has no train.txt and val.txt, and it holds your lists: leave both keys at their "
-                    "defaults, or remove the lists"
-                )
-            path = split_dir / f"{list_name}.txt"
-            if not path.is_file():
-                raise layout_error(f"split list {path} does not exist (dataset.splits names {list_name!r})")
-            return read_split(path)
         write_split(split_dir, make_split(stems, val_fraction, seed), val_fraction, seed)
     record = json.loads(record_path.read_text())
     if (record.get("val_fraction"), record.get("split_seed")) != (val_fraction, seed):
@@ -158,8 +154,8 @@ def split_stems(root: Path, list_name: str, stems: list[str], val_fraction: floa
             f"written with val_fraction={record.get('val_fraction')} and split_seed={record.get('split_seed')}; "
             f"use those values, or delete {split_dir} to write a new split (runs on the old one then differ)"
         )
-    if list_name not in AUTO_LISTS:
-        raise layout_error(f"split list {split_dir / list_name}.txt does not exist (segdcn wrote only train and val)")
+    if not all((split_dir / f"{name}.txt").is_file() for name in AUTO_LISTS):
+        raise layout_error(f"{split_dir} has {SPLIT_RECORD} but lacks train.txt or val.txt: delete it to split again")
     listed = {name: read_split(split_dir / f"{name}.txt") for name in AUTO_LISTS}
     unlisted = sorted(set(stems) - set(listed["train"]) - set(listed["val"]))
     if unlisted:
@@ -168,6 +164,15 @@ def split_stems(root: Path, list_name: str, stems: list[str], val_fraction: floa
             f"delete {split_dir} to split all images again (runs on the old split are then not comparable)"
         )
     return listed[list_name]
+
+
+def any_list(split_dir: Path) -> bool:
+    return any((split_dir / f"{name}.txt").is_file() for name in AUTO_LISTS)
+
+
+def is_default_split(val_fraction: float, seed: int) -> bool:
+    defaults = (DatasetConfig.default_of("val_fraction"), DatasetConfig.default_of("split_seed"))
+    return (val_fraction, seed) == defaults
 
 
 class FolderDataset(SegmentationFiles):

@@ -146,6 +146,15 @@ def test_lists_of_ones_own_are_used_and_the_split_keys_refused(own):
         both_splits(own.root)
 
 
+def test_a_list_of_ones_own_beside_the_written_split_is_read(own):
+    both_splits(own.root)
+    (own.root / "splits" / "test.txt").write_text("scene_004\nscene_007\n")
+    test = build_dataset(folder_cfg(own.root, "+dataset.splits.test=test"), "test", transforms=None)
+    assert test.ids == ["scene_004", "scene_007"]
+    with pytest.raises(DatasetLayoutError, match=r"split list .*splits/extra\.txt does not exist"):
+        build_dataset(folder_cfg(own.root, "+dataset.splits.extra=extra"), "extra")
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

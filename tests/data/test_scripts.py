@@ -10,9 +10,17 @@ import sys
 import pytest
 
 from segdcn.data.synthetic import SyntheticConfig
-from tests.fixtures import SCRIPTS, script_main
+from tests.fixtures import SCRIPTS, script_main, write_ade20k, write_folder
 
-DATA_SCRIPTS = ["prepare_voc", "prepare_cityscapes", "make_synthetic", "check_dataset", "bench_data"]
+DATA_SCRIPTS = [
+    "prepare_voc",
+    "prepare_cityscapes",
+    "prepare_folder",
+    "prepare_ade20k",
+    "make_synthetic",
+    "check_dataset",
+    "bench_data",
+]
 
 
 @pytest.mark.parametrize("name", DATA_SCRIPTS)
@@ -58,3 +66,14 @@ def test_bench_data_prints_images_per_second(capsys):
     out = capsys.readouterr().out
     rates = [float(line.split(":")[-1].split()[0]) for line in out.splitlines() if "images/s" in line]
     assert len(rates) == 4 and all(rate > 0 for rate in rates)
+
+
+@pytest.mark.parametrize("dataset", ["folder", "ade20k"])
+def test_bench_data_times_a_folder_or_ade20k_root(dataset, tmp_path, capsys):
+    root = write_folder(tmp_path).root if dataset == "folder" else write_ade20k(tmp_path).root
+    args = ["--dataset", dataset, "--root", str(root), "--batch-size", "2", "--batches", "2", "--warmup", "1"]
+    assert script_main("bench_data")(args + ["--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{dataset} train: ") and f"at {root}" in out
+    rates = [float(line.split(":")[-1].split()[0]) for line in out.splitlines() if "images/s" in line]
+    assert len(rates) == 3 and all(rate > 0 for rate in rates)
