@@ -118,7 +118,7 @@ def curves_figure(runs: list[RunCurves], title: str = "") -> Figure:
         layers.update(dict.fromkeys(run.layers()))
     rows = 1 + len(layers)
     figure = Figure(figsize=(12, 2.6 * rows + 0.6), layout="constrained")
-    axes = figure.subplots(rows, 3, squeeze=False)
+    axes = figure.subplots(rows, 3, squeeze=False, sharex=True)  # every panel is against iterations
     palette: dict = {}
     for run in runs:
         color = _color(run.dcn_layers, palette)
