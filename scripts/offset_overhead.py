@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         merged.logger.offset_images = args.offset_images
     cfg = TrainConfig.from_config(merged)  # checkpoints from before a setting existed get its default
     val_set = build_dataset(cfg.dataset, cfg.eval.split, augment=False)
-    names = label_set(cfg.dataset.name).names
+    names = label_set(cfg.dataset.name, cfg.dataset.root).names
     picture_dir = Path(tempfile.mkdtemp(prefix="offset_overhead_"))
     monitor = OffsetMonitor.build(model, val_set, cfg, picture_dir, names)
     if monitor is None:

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     model, train_cfg = model_from_checkpoint(ckpt, args.device)
     dataset_cfg = dataset_config(train_cfg, args.overrides, ckpt)
     dataset = build_dataset(dataset_cfg, args.split, augment=False)
-    names = label_set(dataset_cfg.name).names
+    names = label_set(dataset_cfg.name, dataset_cfg.root).names
     progress = None
     if args.progress:
         from tqdm import tqdm

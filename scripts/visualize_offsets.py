@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = Path(args.ckpt)
     model, train_cfg = model_from_checkpoint(ckpt, args.device)
     dataset_cfg = dataset_config(train_cfg, args.overrides, ckpt)
-    names = label_set(dataset_cfg.name).names
+    names = label_set(dataset_cfg.name, dataset_cfg.root).names
     if args.index is not None:
         dataset = build_dataset(dataset_cfg, args.split, augment=False)
         if not 0 <= args.index < len(dataset):

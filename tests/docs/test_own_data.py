@@ -87,3 +87,6 @@ def test_the_pages_commands_run_from_colour_masks_to_an_ablation_table(tmp_path)
     assert metadata["classes"] == table["names"] and metadata["palette"] == table["colors"]
     table_md = (tmp_path / "multirun" / "own" / "ablation_table1.md").read_text()
     assert "folder" in table_md
+    # what the deformable layers learned, on the folder's own classes
+    assert (tmp_path / "multirun" / "own" / "curves.png").stat().st_size > 0
+    assert (tmp_path / "offsets_own.png").stat().st_size > 0
