@@ -13,6 +13,7 @@ import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from segdcn.paper import Paper, PaperTable, load_paper
 
@@ -143,6 +144,18 @@ def _single(runs: list[RunResult], key: str, wanted: str | None) -> str | None:
     return next(iter(values)) if values else None
 
 
+def _one_folder(runs: list[RunResult]) -> None:
+    """Every dataset=folder set is called "folder": runs of two roots are two datasets. A run from before
+    summary.json recorded the root (None) is not held against the others."""
+    roots = defaultdict(list)
+    for run in runs:
+        if run.get("dataset.root") is not None:
+            roots[str(Path(run.get("dataset.root")).expanduser().resolve())].append(run.name)
+    if len(roots) > 1:
+        listing = "; ".join(f"dataset.root={root}: {', '.join(names)}" for root, names in roots.items())
+        raise MixedRunsError(f"runs of dataset=folder on more than one folder cannot share a table: {listing}")
+
+
 def _layer_names(backbone: str | None, layers: int) -> list[str]:
     """The paper's names of the last `layers` 3x3 convs of `backbone` (e.g. res5a,b,c of ResNet-101)."""
     from segdcn.models.naming import STAGE_BLOCKS, last_conv3x3_paths, paper_name
@@ -212,6 +225,8 @@ def build_table(
         raise ValueError("no finished runs with an mIoU to tabulate" + (": " + "; ".join(problems) if problems else ""))
 
     dataset = _single(usable, "dataset.name", dataset)
+    if dataset == "folder":
+        _one_folder(usable)
     experiment = _single(usable, "experiment", experiment)
     if paper_dataset is None:
         paper_dataset = dataset if dataset in spec.datasets() else DEFAULT_PAPER_DATASET

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 KEY_CONFIG = (
     "experiment",
     "dataset.name",
+    "dataset.root",  # tells two dataset=folder sets apart: they share the name
     "model.backbone.name",
     "model.backbone.output_stride",
     "model.dcn.layers",

@@ -92,6 +92,22 @@ def test_mixed_datasets_are_refused_by_name(tmp_path):
     assert named.code == 2 and f"dataset.name=cityscapes: {cs}" in named.err and f"{voc}" not in named.err
 
 
+def test_runs_on_two_folders_are_refused_by_name(tmp_path):
+    """dataset=folder is one name for every user's folder: the recorded root tells them apart."""
+    runs = []
+    for name, root, layers in (("a", "data/cats", 0), ("b", "data/cats/", 3), ("c", "data/dogs", 3)):
+        run = write_run(tmp_path, name, layers, 0, 0.7, dataset="folder")
+        summary = json.loads((run / "summary.json").read_text())
+        summary["config"]["dataset.root"] = root
+        (run / "summary.json").write_text(json.dumps(summary))
+        runs.append(run)
+    mixed, _ = read_run_dirs(runs)
+    with pytest.raises(MixedRunsError, match=r"more than one folder.*data/cats: .*a, .*b; .*data/dogs: .*c"):
+        build_table(mixed, "table1")
+    same, _ = read_run_dirs(runs[:2])  # one folder, spelt two ways
+    assert build_table(same, "table1", rows=[0, 3]).dataset == "folder"
+
+
 def test_other_experiments_are_refused_by_name(tmp_path):
     runs, _ = read_run_dirs([write_run(tmp_path, "a", 0, 0, 0.7), write_run(tmp_path, "b", 3, 0, 0.7, experiment="x")])
     with pytest.raises(MixedRunsError, match=r"experiment=x: .*b"):

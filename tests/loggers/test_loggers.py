@@ -143,6 +143,7 @@ def test_local_files(tmp_path):
     assert summary["config"] == {
         "experiment": None,
         "dataset.name": "synthetic",
+        "dataset.root": cfg.dataset.root,
         "model.backbone.name": cfg.model.backbone.name,
         "model.backbone.output_stride": cfg.model.backbone.output_stride,
         "model.dcn.layers": 3,
