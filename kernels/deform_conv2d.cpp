@@ -4,6 +4,7 @@
 #include "deform_conv2d.h"
 
 #include <algorithm>
+#include <atomic>
 
 namespace segdcn {
 namespace {
@@ -23,7 +24,34 @@ void check_pair(at::IntArrayRef v, const char* name) {
 // [groups, rows / groups, cols] view of a [rows, cols]-shaped tensor.
 at::Tensor by_group(const at::Tensor& t, int64_t groups) { return t.reshape({groups, -1, t.size(-1)}); }
 
+std::atomic<DeformConvPlan> forced_plan{DeformConvPlan::kAuto};
+
+// Per-group output channels up to which the direct plan beats im2col + GEMM on the CPU
+// (docs/operator.md, "Plans": measured with scripts/bench_ops.py at 2 threads).
+constexpr int64_t kDirectMaxOutPerGroup = 16;
+
 }  // namespace
+
+DeformConvPlan deform_conv2d_plan(int64_t in_channels, int64_t out_channels, int64_t groups) {
+  const DeformConvPlan forced = forced_plan.load();
+  if (forced != DeformConvPlan::kAuto) return forced;
+  (void)in_channels;
+  return groups > 1 && out_channels / groups <= kDirectMaxOutPerGroup ? DeformConvPlan::kDirect
+                                                                      : DeformConvPlan::kIm2col;
+}
+
+DeformConvPlan force_deform_conv2d_plan(DeformConvPlan plan) { return forced_plan.exchange(plan); }
+
+const char* plan_name(DeformConvPlan plan) {
+  switch (plan) {
+    case DeformConvPlan::kIm2col:
+      return "im2col";
+    case DeformConvPlan::kDirect:
+      return "direct";
+    default:
+      return "auto";
+  }
+}
 
 DeformConvGeometry deform_conv2d_geometry(const at::Tensor& input, const at::Tensor& weight,
                                           const at::Tensor& offset, const c10::optional<at::Tensor>& mask,
@@ -105,6 +133,11 @@ at::Tensor deform_conv2d_forward(const at::Tensor& input_, const at::Tensor& wei
 
   at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
   if (g.batch == 0) return output;
+  if (passes.direct_forward && deform_conv2d_plan(g.in_channels, g.out_channels, groups) == DeformConvPlan::kDirect) {
+    passes.direct_forward(input, weight_.contiguous(), offset, mask, g, output);
+    if (bias.has_value() && bias->defined()) output.add_(bias->view({1, -1, 1, 1}));
+    return output;
+  }
   const int64_t chunk = chunk_size(g, input.element_size());
   at::Tensor columns = at::empty({chunk, g.in_channels * g.taps(), g.out_positions()}, input.options());
   for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
@@ -150,7 +183,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backwar
   at::Tensor grad_offset = need_offset ? at::empty_like(offset) : at::Tensor();
   at::Tensor grad_mask = need_offset && g.use_mask ? at::empty_like(mask) : at::Tensor();
 
-  if (g.batch > 0 && (need_input || need_weight || need_offset)) {
+  const bool direct =
+      passes.direct_backward && deform_conv2d_plan(g.in_channels, g.out_channels, groups) == DeformConvPlan::kDirect;
+  if (direct && g.batch > 0 && (need_input || need_weight || need_offset)) {
+    passes.direct_backward(grad_output, input, weight_.contiguous(), offset, mask, g, grad_input, grad_weight,
+                           grad_offset, grad_mask);
+  } else if (g.batch > 0 && (need_input || need_weight || need_offset)) {
     const int64_t chunk = chunk_size(g, input.element_size());
     const std::vector<int64_t> cols_shape{chunk, g.in_channels * g.taps(), g.out_positions()};
     at::Tensor grad_columns = at::empty(cols_shape, input.options());

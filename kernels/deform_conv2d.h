@@ -1,7 +1,7 @@
 // Deformable convolution: the argument checks shared by all backends, and a
 // device-independent driver (chunking over the batch and the GEMMs, in deform_conv2d.cpp)
-// around three sampling passes over channels-major columns, which the CUDA backend
-// implements. The CPU backend has its own driver (kernels/cpu), tiled over output positions
+// around three sampling passes over channels-major columns, or the direct plan's two passes
+// for grouped and depthwise layers, which the CUDA backend implements. The CPU backend has its own driver (kernels/cpu), tiled over output positions
 // and channels-last, because there memory traffic decides the speed. Every tensor handed to
 // a pass is contiguous.
 #pragma once
@@ -52,7 +52,28 @@ struct DeformConvPasses {
   // arrives zeroed, and is float32 when the inputs are half or bfloat16.
   void (*scatter_columns)(const at::Tensor& grad_columns, const at::Tensor& offset, const at::Tensor& mask,
                           const DeformConvGeometry& g, at::Tensor& grad_input);
+  // The direct plan (no columns, no GEMMs), on whole tensors: output (bias not added), and the
+  // gradients that are defined (grad_input as for scatter_columns: zeroed, float32 for half
+  // inputs; grad_weight in the weight's layout). Null where a backend has no direct plan.
+  void (*direct_forward)(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
+                         const at::Tensor& mask, const DeformConvGeometry& g, at::Tensor& output);
+  void (*direct_backward)(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+                          const at::Tensor& offset, const at::Tensor& mask, const DeformConvGeometry& g,
+                          at::Tensor& grad_input, at::Tensor& grad_weight, at::Tensor& grad_offset,
+                          at::Tensor& grad_mask);
 };
+
+// How a backend computes a call (docs/operator.md, "Plans"): im2col (sampled columns, then GEMMs per
+// weight group) or direct (no columns: per position and tap, the sample of each channel is
+// multiplied by its weights in the same pass), for grouped and depthwise layers whose per-group
+// GEMMs would be thin. kAuto chooses by shape (deform_conv2d_plan).
+enum class DeformConvPlan { kAuto, kIm2col, kDirect };
+
+// The plan of a call with these channels and groups, unless a test forced one.
+DeformConvPlan deform_conv2d_plan(int64_t in_channels, int64_t out_channels, int64_t groups);
+// For the tests: run every call on `plan` (kAuto: choose by shape again); returns the previous setting.
+DeformConvPlan force_deform_conv2d_plan(DeformConvPlan plan);
+const char* plan_name(DeformConvPlan plan);
 
 // The checked geometry of a call; throws with the argument's name on a mismatch.
 DeformConvGeometry deform_conv2d_geometry(const at::Tensor& input, const at::Tensor& weight,

@@ -5,6 +5,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <string>
+
 #include "deform_conv2d.h"
 #include "deform_roi_pool.h"
 
@@ -73,8 +75,44 @@ PyObject* build_info(PyObject*, PyObject*) {
   );
 }
 
-PyMethodDef methods[] = {{"build_info", build_info, METH_NOARGS, "Facts about how segdcn._C was built."},
-                         {nullptr, nullptr, 0, nullptr}};
+segdcn::DeformConvPlan parse_plan(const char* name, bool* ok) {
+  *ok = true;
+  for (auto plan : {segdcn::DeformConvPlan::kAuto, segdcn::DeformConvPlan::kIm2col, segdcn::DeformConvPlan::kDirect})
+    if (std::string(name) == segdcn::plan_name(plan)) return plan;
+  *ok = false;
+  return segdcn::DeformConvPlan::kAuto;
+}
+
+PyObject* deform_conv2d_plan(PyObject*, PyObject* args) {
+  long long in_channels, out_channels, groups;
+  if (!PyArg_ParseTuple(args, "LLL", &in_channels, &out_channels, &groups)) return nullptr;
+  if (in_channels < 1 || out_channels < 1 || groups < 1 || in_channels % groups || out_channels % groups) {
+    PyErr_Format(PyExc_ValueError, "deform_conv2d_plan: groups=%lld must divide in_channels=%lld and out_channels=%lld",
+                 groups, in_channels, out_channels);
+    return nullptr;
+  }
+  return PyUnicode_FromString(segdcn::plan_name(segdcn::deform_conv2d_plan(in_channels, out_channels, groups)));
+}
+
+PyObject* force_deform_conv2d_plan(PyObject*, PyObject* args) {
+  const char* name;
+  if (!PyArg_ParseTuple(args, "s", &name)) return nullptr;
+  bool ok;
+  const segdcn::DeformConvPlan plan = parse_plan(name, &ok);
+  if (!ok) {
+    PyErr_Format(PyExc_ValueError, "plan must be auto, im2col or direct, got '%s'", name);
+    return nullptr;
+  }
+  return PyUnicode_FromString(segdcn::plan_name(segdcn::force_deform_conv2d_plan(plan)));
+}
+
+PyMethodDef methods[] = {
+    {"build_info", build_info, METH_NOARGS, "Facts about how segdcn._C was built."},
+    {"deform_conv2d_plan", deform_conv2d_plan, METH_VARARGS,
+     "deform_conv2d_plan(in_channels, out_channels, groups) -> 'im2col' or 'direct': the plan such a call runs."},
+    {"_force_deform_conv2d_plan", force_deform_conv2d_plan, METH_VARARGS,
+     "For tests: run every deform_conv2d on 'im2col', 'direct' or 'auto'; returns the previous setting."},
+    {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "segdcn's C++/CUDA operators (torch.ops.segdcn).", -1, methods};
 

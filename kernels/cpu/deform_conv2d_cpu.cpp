@@ -19,13 +19,22 @@
 
 #include <vector>
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "../bilinear.h"
 #include "../deform_conv2d.h"
 
 // The channel loops are compiled twice, for AVX2+FMA and for the baseline, and picked at
 // load time by the CPU, so one build runs fast on current x86 and still runs everywhere.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SEGDCN_SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+// The clone is named by ISA level (x86-64-v3: AVX2, FMA, BMI2), which GCC's resolver tests by
+// feature: "arch=haswell" is resolved by CPU model, true on Haswell only, so every later CPU
+// (this machine's Xeon included) ran the baseline SSE2 loops.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && __GNUC__ >= 12
+#define SEGDCN_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define SEGDCN_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define SEGDCN_SIMD_CLONES
 #endif
@@ -50,6 +59,17 @@ inline __attribute__((always_inline)) void blend_body(Corners<T> s, const T* coe
   for (int64_t i = 0; i < len; ++i) dst[i] = c0 * x0[i] + c1 * x1[i] + c2 * x2[i] + c3 * x3[i];
 }
 
+// sums += (d/dh, d/dw, value) of the bilinear sample applied to per-corner sums g * corner.
+template <typename T>
+inline void add_corner_sums(T lh, T lw, const T per_corner[4], T sums[3]) {
+  T wt[4], dh[4], dw[4];
+  bilinear_weights(lh, lw, wt);
+  bilinear_weight_grads(lh, lw, dh, dw);
+  sums[0] += corner_sum(dh, per_corner);
+  sums[1] += corner_sum(dw, per_corner);
+  sums[2] += corner_sum(wt, per_corner);
+}
+
 // Sums over channels of g * (d sample / dh), g * (d sample / dw) and g * sample; writes the
 // columns (mask * sample) too when `cols` is not null. All three sums are linear in the four
 // corner values, so the channel loop only accumulates g * corner (four products per channel)
@@ -58,9 +78,8 @@ template <typename T>
 inline __attribute__((always_inline)) void gather_grads_body(Corners<T> s, T lh, T lw, T m, const T* gcol, T* cols,
                                                              int64_t len, T sums[3]) {
   const T *x0 = s.x, *x1 = s.x + s.right, *x2 = s.x + s.down, *x3 = s.x + s.down + s.right;
-  T wt[4], dh[4], dw[4];
+  T wt[4];
   bilinear_weights(lh, lw, wt);
-  bilinear_weight_grads(lh, lw, dh, dw);
   T g0 = 0, g1 = 0, g2 = 0, g3 = 0;
   if (cols) {
     const T c0 = m * wt[0], c1 = m * wt[1], c2 = m * wt[2], c3 = m * wt[3];
@@ -82,9 +101,7 @@ inline __attribute__((always_inline)) void gather_grads_body(Corners<T> s, T lh,
     }
   }
   const T per_corner[4] = {g0, g1, g2, g3};
-  sums[0] += corner_sum(dh, per_corner);
-  sums[1] += corner_sum(dw, per_corner);
-  sums[2] += corner_sum(wt, per_corner);
+  add_corner_sums(lh, lw, per_corner, sums);
 }
 
 // The transpose of blend: each corner gets coeff * src.
@@ -155,24 +172,44 @@ struct Tap {
   bool inside;
 };
 
+// Where output position p sits on the input grid before the taps and offsets. Computed once per
+// position: the integer divisions cost as much as a tap's bilinear arithmetic.
+struct GridRow {
+  int64_t p, h, w;
+};
+
 template <typename T>
 struct TapReader {
   const DeformConvGeometry& g;
   const T* offset;
   const T* mask;
+  std::vector<int64_t> tap_h, tap_w;  // grid_position of each tap relative to its position's row
 
-  Tap<T> operator()(int64_t n, int64_t og, int64_t k, int64_t p) const {
+  TapReader(const DeformConvGeometry& geometry, const T* offset_, const T* mask_)
+      : g(geometry), offset(offset_), mask(mask_) {
+    for (int64_t k = 0; k < g.taps(); ++k) {
+      tap_h.push_back(grid_position(0, k / g.kernel_w, g.stride_h, 0, g.dilation_h));
+      tap_w.push_back(grid_position(0, k % g.kernel_w, g.stride_w, 0, g.dilation_w));
+    }
+  }
+
+  GridRow row(int64_t p) const {
+    return {p, grid_position(p / g.out_w, 0, g.stride_h, g.pad_h, g.dilation_h),
+            grid_position(p % g.out_w, 0, g.stride_w, g.pad_w, g.dilation_w)};
+  }
+
+  Tap<T> operator()(int64_t n, int64_t og, int64_t k, const GridRow& at) const {
     const int64_t K = g.taps(), P = g.out_positions(), nog = n * g.offset_groups + og;
-    const T* dy = offset + (nog * 2 * K + 2 * k) * P + p;
-    const T h = T(grid_position(p / g.out_w, k / g.kernel_w, g.stride_h, g.pad_h, g.dilation_h)) + dy[0];
-    const T w = T(grid_position(p % g.out_w, k % g.kernel_w, g.stride_w, g.pad_w, g.dilation_w)) + dy[P];
+    const T* dy = offset + (nog * 2 * K + 2 * k) * P + at.p;
+    const T h = T(at.h + tap_h[k]) + dy[0];
+    const T w = T(at.w + tap_w[k]) + dy[P];
     const SamplePoint<T> s = sample_point(h, w, g.height, g.width);
     Tap<T> tap;
     tap.inside = s.inside;
     tap.pixel = (s.h0 + 1) * (g.width + 2) + (s.w0 + 1);
     tap.lh = s.lh;
     tap.lw = s.lw;
-    tap.m = s.inside ? (mask ? mask[(nog * K + k) * P + p] : T(1)) : T(0);
+    tap.m = s.inside ? (mask ? mask[(nog * K + k) * P + at.p] : T(1)) : T(0);
     return tap;
   }
 };
@@ -184,6 +221,15 @@ void modulated_weights(const Tap<T>& tap, T coeff[4]) {
   for (int j = 0; j < 4; ++j) coeff[j] *= tap.m;
 }
 
+// Items per parallel task for items of `work` elements each: at least kMinTaskWork elements a task.
+// Every at::parallel_for with more than one task opens an OpenMP region, which waits for both
+// threads; on small maps a call's dozen regions cost more than its arithmetic (measured: a 4x5
+// map took 0.4-0.7 ms a call, nearly all of it in libgomp), and on a shared machine the wait for
+// a descheduled thread is longer still. So small work runs on the calling thread.
+constexpr int64_t kMinTaskWork = int64_t(1) << 15;
+
+int64_t grain_for(int64_t work) { return std::max<int64_t>(1, kMinTaskWork / std::max<int64_t>(1, work)); }
+
 // Transposes: dst[o * dst_stride + p] = src[p * src_stride + o] for p < rows, o < cols.
 // at::Tensor::copy_ of a transposed view moves one element at a time; these go in 32 x 32
 // blocks, and cost a fraction of it.
@@ -192,6 +238,48 @@ void transpose_block(const T* src, int64_t src_stride, T* dst, int64_t dst_strid
   for (int64_t p = 0; p < rows; ++p)
     for (int64_t o = 0; o < cols; ++o) dst[o * dst_stride + p] = src[p * src_stride + o];
 }
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// Eight rows of eight floats transposed in registers: the scalar loop moves one element per
+// instruction and was a quarter of a depthwise forward.
+__attribute__((target("avx2"))) void transpose_block_avx2(const float* src, int64_t src_stride, float* dst,
+                                                            int64_t dst_stride, int64_t rows, int64_t cols) {
+  const int64_t rows8 = rows - rows % 8, cols8 = cols - cols % 8;
+  for (int64_t p = 0; p < rows8; p += 8) {
+    for (int64_t o = 0; o < cols8; o += 8) {
+      __m256 r[8], t[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (p + i) * src_stride + o);
+      for (int i = 0; i < 4; ++i) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+      }
+      for (int i = 0; i < 2; ++i) {
+        r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+      }
+      for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(dst + (o + i) * dst_stride + p, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(dst + (o + i + 4) * dst_stride + p, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+      }
+    }
+  }
+  // the ragged edges
+  for (int64_t p = 0; p < rows; ++p)
+    for (int64_t o = p < rows8 ? cols8 : 0; o < cols; ++o) dst[o * dst_stride + p] = src[p * src_stride + o];
+}
+
+void transpose_block(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows,
+                     int64_t cols) {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) {
+    transpose_block_avx2(src, src_stride, dst, dst_stride, rows, cols);
+  } else {
+    transpose_block<float>(src, src_stride, dst, dst_stride, rows, cols);
+  }
+}
+#endif
 
 constexpr int64_t kTransposeBlock = 32;
 
@@ -208,16 +296,25 @@ void transpose_tiles(const T* src, int64_t src_stride, T* dst, int64_t dst_strid
 template <typename T>
 void transpose_parallel(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows, int64_t cols) {
   constexpr int64_t B = kTransposeBlock;
-  at::parallel_for(0, (rows + B - 1) / B, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, (rows + B - 1) / B, grain_for(B * cols), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b)
       transpose_tiles(src + b * B * src_stride, src_stride, dst + b * B, dst_stride, std::min(B, rows - b * B), cols);
   });
 }
 
-// A channels-last buffer [images, H + 2, W + 2, C] with a zero border, allocated once per call
-// and refilled per chunk, so large temporaries are not reallocated image after image.
-at::Tensor padded_buffer(const DeformConvGeometry& g, int64_t images, const at::TensorOptions& options) {
-  return at::zeros({images, g.height + 2, g.width + 2, g.in_channels}, options);
+// A channels-last buffer [images, H + 2, W + 2, C], allocated once per call and refilled per
+// chunk, so large temporaries are not reallocated image after image. A gradient buffer is all
+// zeros; an input buffer only gets its zero border (fill_padded writes the inside), which saves
+// a pass over it, noticeable on small maps and depthwise layers.
+at::Tensor padded_buffer(const DeformConvGeometry& g, int64_t images, const at::TensorOptions& options,
+                         bool border_only = false) {
+  if (!border_only) return at::zeros({images, g.height + 2, g.width + 2, g.in_channels}, options);
+  at::Tensor buffer = at::empty({images, g.height + 2, g.width + 2, g.in_channels}, options);
+  buffer.select(1, 0).zero_();
+  buffer.select(1, g.height + 1).zero_();
+  buffer.select(2, 0).zero_();
+  buffer.select(2, g.width + 1).zero_();
+  return buffer;
 }
 
 // The first m images of `buffer` hold `input` (m images, NCHW, contiguous) inside their zero
@@ -228,7 +325,7 @@ at::Tensor fill_padded(at::Tensor& buffer, const at::Tensor& input) {
   at::Tensor padded = buffer.narrow(0, 0, m);
   const T* src = input.const_data_ptr<T>();
   T* dst = padded.mutable_data_ptr<T>();
-  at::parallel_for(0, m * H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, m * H, grain_for(C * W), [&](int64_t begin, int64_t end) {
     for (int64_t nh = begin; nh < end; ++nh) {
       const int64_t n = nh / H, h = nh % H;
       transpose_tiles(src + n * C * H * W + h * W, H * W, dst + ((n * (H + 2) + h + 1) * (W + 2) + 1) * C, C, C, W);
@@ -243,7 +340,7 @@ void unpad_into(const at::Tensor& padded, at::Tensor out) {
   const int64_t m = out.size(0), C = out.size(1), H = out.size(2), W = out.size(3);
   const T* src = padded.const_data_ptr<T>();
   T* dst = out.mutable_data_ptr<T>();
-  at::parallel_for(0, m * H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, m * H, grain_for(C * W), [&](int64_t begin, int64_t end) {
     for (int64_t nh = begin; nh < end; ++nh) {
       const int64_t n = nh / H, h = nh % H;
       transpose_tiles(src + ((n * (H + 2) + h + 1) * (W + 2) + 1) * C, C, dst + n * C * H * W + h * W, H * W, W, C);
@@ -273,9 +370,7 @@ struct Chunk {
 };
 
 // Positions per parallel task: enough work per task to amortise scheduling.
-int64_t row_grain(const DeformConvGeometry& g) {
-  return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.in_channels * g.taps()));
-}
+int64_t row_grain(const DeformConvGeometry& g) { return grain_for(g.in_channels * g.taps()); }
 
 // cols[r - r0] = mask * bilinear samples of rows [r0, r1).
 template <typename T>
@@ -284,11 +379,12 @@ void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols) {
   at::parallel_for(r0, r1, row_grain(c.g), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / P, p = r % P;
+      const GridRow grid = c.tap_at.row(p);
       T* row = cols + (r - r0) * c.row_size();
       for (int64_t k = 0; k < K; ++k) {
         for (size_t si = 0; si < c.segments.size();) {
           const int64_t og = c.segments[si].offset_group;
-          const Tap<T> tap = c.tap_at(n, og, k, p);
+          const Tap<T> tap = c.tap_at(n, og, k, grid);
           T coeff[4];
           modulated_weights(tap, coeff);
           for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
@@ -314,10 +410,11 @@ void backward_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T*
   at::parallel_for(r0, r1, row_grain(c.g), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / P, p = r % P, at_row = (r - r0) * c.row_size();
+      const GridRow grid = c.tap_at.row(p);
       for (int64_t k = 0; k < K; ++k) {
         for (size_t si = 0; si < c.segments.size();) {
           const int64_t og = c.segments[si].offset_group;
-          const Tap<T> tap = c.tap_at(n, og, k, p);
+          const Tap<T> tap = c.tap_at(n, og, k, grid);
           T sums[3] = {0, 0, 0};
           for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
             const Segment& s = c.segments[si];
@@ -357,11 +454,12 @@ void scatter_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, at:
     T* gxp = base + thread * per_thread;
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / P, p = r % P;
+      const GridRow grid = c.tap_at.row(p);
       const T* grow = gcols + (r - r0) * c.row_size();
       for (int64_t k = 0; k < K; ++k) {
         for (size_t si = 0; si < c.segments.size();) {
           const int64_t og = c.segments[si].offset_group;
-          const Tap<T> tap = c.tap_at(n, og, k, p);
+          const Tap<T> tap = c.tap_at(n, og, k, grid);
           T coeff[4];
           modulated_weights(tap, coeff);
           for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
@@ -406,7 +504,7 @@ struct TiledDeformConv {
     const at::Tensor src_weight = w.contiguous();
     const T* src = src_weight.const_data_ptr<T>();
     T* dst = weight.mutable_data_ptr<T>();
-    at::parallel_for(0, g.out_channels, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.out_channels, grain_for(K * per_group), [&](int64_t begin, int64_t end) {
       for (int64_t o = begin; o < end; ++o)
         transpose_block(src + o * per_group * K, K, dst + o * K * per_group, per_group, per_group, K);
     });
@@ -417,7 +515,7 @@ struct TiledDeformConv {
 
   Chunk<T> chunk(const at::Tensor& padded, const at::Tensor& offset, const at::Tensor& mask) const {
     return Chunk<T>{g, padded.const_data_ptr<T>(),
-                    TapReader<T>{g, offset.const_data_ptr<T>(), g.use_mask ? mask.const_data_ptr<T>() : nullptr},
+                    TapReader<T>(g, offset.const_data_ptr<T>(), g.use_mask ? mask.const_data_ptr<T>() : nullptr),
                     channel_segments(g)};
   }
 
@@ -429,7 +527,7 @@ struct TiledDeformConv {
     const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups;
     at::Tensor cols = at::empty({tile_rows, g.in_channels * g.taps()}, input.options());
     at::Tensor products = at::empty({tile_rows, per_out}, input.options());
-    at::Tensor padded_input = padded_buffer(g, std::min(chunk_images, g.batch), input.options());
+    at::Tensor padded_input = padded_buffer(g, std::min(chunk_images, g.batch), input.options(), true);
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
       const int64_t m = std::min(chunk_images, g.batch - n0);
       const at::Tensor padded = fill_padded<T>(padded_input, input.narrow(0, n0, m));
@@ -463,7 +561,7 @@ struct TiledDeformConv {
     at::Tensor gcols = at::empty({tile_rows, row}, input.options());
     at::Tensor cols = need_weight ? at::empty({tile_rows, row}, input.options()) : at::Tensor();
     const int64_t images = std::min(chunk_images, g.batch);
-    at::Tensor padded_input = padded_buffer(g, images, input.options());
+    at::Tensor padded_input = padded_buffer(g, images, input.options(), true);
     // one input-gradient buffer per thread (scatter_rows), summed when a chunk is done
     const int64_t threads = at::get_num_threads();
     at::Tensor padded_grads =
@@ -529,7 +627,7 @@ struct TiledDeformConv {
     at::Tensor out = at::empty({g.out_channels, per_group, g.kernel_h, g.kernel_w}, grad.options());
     const T* src = grad.const_data_ptr<T>();
     T* dst = out.mutable_data_ptr<T>();
-    at::parallel_for(0, g.out_channels, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.out_channels, grain_for(K * per_group), [&](int64_t begin, int64_t end) {
       for (int64_t o = begin; o < end; ++o) {
         const T* group_src = src + (o / per_out) * K * per_group * per_out + o % per_out;
         for (int64_t c = 0; c < per_group; ++c)
@@ -537,6 +635,477 @@ struct TiledDeformConv {
       }
     });
     return out;
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// The direct plan, for grouped and depthwise convolution. With C_in / groups and C_out / groups
+// small, the im2col plan's per-group GEMMs are thin ([rows, taps * C_in / groups] x [..., C_out /
+// groups]) and run far below MKL's speed, while the columns still cost a full dense layer's
+// sampling and memory traffic. Here no columns exist: per output position and tap, the bilinear
+// corners and weights of each offset group are computed once (as in the im2col plan) and the
+// group's channels are blended and multiplied by the weights in the same pass over the padded
+// channels-last input, accumulating a channels-last output row. Depthwise layers (one input and
+// one output channel per group) multiply per channel inside the blend loop; other grouped
+// layers blend a tap's channels into a scratch row and add each channel's products with the
+// C_out / groups weights of its group (a short vector loop over output channels).
+// Backward: the same pass in reverse per position and tap (grad column = weights x grad_output,
+// then the offset and mask sums, the input-gradient spread and the weight-gradient products),
+// over a fixed number of slices of the positions, each adding into its own input- and
+// weight-gradient buffers, summed in slice order: deterministic at a fixed thread count.
+
+// All taps of one depthwise position for `len` channels: acc[i] += sum_k w[k * w_stride + i] * sum_j
+// coeff[4k + j] * corner_j of tap k. The taps are the inner loop, so each channel's accumulator
+// stays in a register and the weights apply in the blend's pass; an outside tap points at the zero
+// border with zero coefficients instead of branching.
+template <typename T>
+inline __attribute__((always_inline)) void depthwise_taps_body(const T* const* corner, const T* coeff, int64_t taps,
+                                                               int64_t right, int64_t down, const T* w,
+                                                               int64_t w_stride, T* acc, int64_t len) {
+  // runs of a fixed width, so the accumulators of a run are registers the compiler can keep
+  constexpr int64_t kRun = 32 / sizeof(T) * 2;
+  int64_t i0 = 0;
+  for (; i0 + kRun <= len; i0 += kRun) {
+    T a[kRun];
+    for (int64_t i = 0; i < kRun; ++i) a[i] = acc[i0 + i];
+    for (int64_t k = 0; k < taps; ++k) {
+      const T *x = corner[k] + i0, *wk = w + k * w_stride + i0;
+      const T c0 = coeff[4 * k], c1 = coeff[4 * k + 1], c2 = coeff[4 * k + 2], c3 = coeff[4 * k + 3];
+#pragma omp simd
+      for (int64_t i = 0; i < kRun; ++i)
+        a[i] += wk[i] * (c0 * x[i] + c1 * x[i + right] + c2 * x[i + down] + c3 * x[i + down + right]);
+    }
+    for (int64_t i = 0; i < kRun; ++i) acc[i0 + i] = a[i];
+  }
+  for (int64_t k = 0; k < taps; ++k) {
+    const T *x = corner[k], *wk = w + k * w_stride;
+    const T c0 = coeff[4 * k], c1 = coeff[4 * k + 1], c2 = coeff[4 * k + 2], c3 = coeff[4 * k + 3];
+    for (int64_t i = i0; i < len; ++i)
+      acc[i] += wk[i] * (c0 * x[i] + c1 * x[i + right] + c2 * x[i + down] + c3 * x[i + down + right]);
+  }
+}
+
+// Positions per block of the grouped products: their accumulators are independent, so the
+// multiply-adds of one weight row into a block's outputs overlap instead of waiting on each other.
+constexpr int64_t kBlock = 16;
+
+// One tap of a grouped layer for a block of `count` positions: dst[q, g * len + i] += src[q, j] * w[j, i]
+// summed over the src channels j of each group g (src_per_group of them). The forward's products
+// (src = the samples, w = [C_in, C_out / groups]) and the backward's grad columns (src = grad_output,
+// w = [C_out, C_in / groups]).
+template <typename T>
+inline __attribute__((always_inline)) void group_products_any(const T* src, int64_t src_per_group, const T* w, T* dst,
+                                                              int64_t len, int64_t count, int64_t groups) {
+  const int64_t src_stride = groups * src_per_group, dst_stride = groups * len;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t j = g * src_per_group; j < (g + 1) * src_per_group; ++j) {
+      const T* wj = w + j * len;
+      for (int64_t q = 0; q < count; ++q) {
+        T* d = dst + q * dst_stride + g * len;
+        const T v = src[q * src_stride + j];
+#pragma omp simd
+        for (int64_t i = 0; i < len; ++i) d[i] += v * wj[i];
+      }
+    }
+  }
+}
+
+// The same for a common group width kLen, known when compiled: the accumulators of kRun positions
+// (kRun * kLen values) stay in registers through a group's src channels, and the multiply-adds of
+// different positions are independent. With a run-time width the loop re-loads and stores them
+// for every channel, a third of the speed.
+template <typename T, int64_t kLen>
+inline __attribute__((always_inline)) void group_products_fixed(const T* src, int64_t src_per_group, const T* w,
+                                                                T* dst, int64_t count, int64_t groups) {
+  constexpr int64_t kRun = kLen >= 16 ? 2 : 4;
+  const int64_t src_stride = groups * src_per_group, dst_stride = groups * kLen;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t q0 = 0; q0 < count; q0 += kRun) {
+      const int64_t run = std::min(kRun, count - q0);
+      T a[kRun][kLen];
+      const T* v[kRun];
+      for (int64_t q = 0; q < kRun; ++q) {
+        // a short run repeats its last position; only the first `run` are stored
+        const int64_t at = q0 + std::min(q, run - 1);
+        v[q] = src + at * src_stride + g * src_per_group;
+        for (int64_t i = 0; i < kLen; ++i) a[q][i] = dst[at * dst_stride + g * kLen + i];
+      }
+      const T* wg = w + g * src_per_group * kLen;
+      for (int64_t j = 0; j < src_per_group; ++j) {
+        const T* wj = wg + j * kLen;
+        for (int64_t q = 0; q < kRun; ++q) {
+          const T x = v[q][j];
+#pragma omp simd
+          for (int64_t i = 0; i < kLen; ++i) a[q][i] += x * wj[i];
+        }
+      }
+      for (int64_t q = 0; q < run; ++q)
+        for (int64_t i = 0; i < kLen; ++i) dst[(q0 + q) * dst_stride + g * kLen + i] = a[q][i];
+    }
+  }
+}
+
+template <typename T>
+inline __attribute__((always_inline)) void group_products_body(const T* src, int64_t src_per_group, const T* w,
+                                                               T* dst, int64_t len, int64_t count, int64_t groups) {
+  switch (len) {
+    case 4:
+      return group_products_fixed<T, 4>(src, src_per_group, w, dst, count, groups);
+    case 8:
+      return group_products_fixed<T, 8>(src, src_per_group, w, dst, count, groups);
+    case 16:
+      return group_products_fixed<T, 16>(src, src_per_group, w, dst, count, groups);
+    default:
+      return group_products_any(src, src_per_group, w, dst, len, count, groups);
+  }
+}
+
+// The weight gradient of a grouped tap at one position: gw[c, o] += sample[c] * gout[g * per_out + o].
+template <typename T>
+inline __attribute__((always_inline)) void group_weight_grads_body(const T* sample, const T* gout, T* gw,
+                                                                   int64_t groups, int64_t per_group,
+                                                                   int64_t per_out) {
+  for (int64_t g = 0; g < groups; ++g) {
+    const T* go = gout + g * per_out;
+    for (int64_t c = g * per_group; c < (g + 1) * per_group; ++c) {
+      T* dst = gw + c * per_out;
+      const T v = sample[c];
+#pragma omp simd
+      for (int64_t o = 0; o < per_out; ++o) dst[o] += v * go[o];
+    }
+  }
+}
+
+// One depthwise tap backward, for the channels of one offset group: with gcol = w * gout (the
+// gradient of the modulated sample), accumulates gcol * corner per corner (for the offset and mask
+// gradients, as gather_grads), gout * sample into the weight gradient `gw` and coeff * gcol into
+// the four corners of the input gradient `gx` (as spread); gw or gx may be null.
+template <typename T, bool kWeight, bool kInput>
+inline __attribute__((always_inline)) void depthwise_backward_body(Corners<T> s, const T* coeff, const T* w,
+                                                                   const T* gout, T* gw, T* gx, int64_t len,
+                                                                   T per_corner[4]) {
+  const T c0 = coeff[0], c1 = coeff[1], c2 = coeff[2], c3 = coeff[3];
+  const T *x0 = s.x, *x1 = s.x + s.right, *x2 = s.x + s.down, *x3 = s.x + s.down + s.right;
+  T *g0 = gx, *g1 = gx + s.right, *g2 = gx + s.down, *g3 = gx + s.down + s.right;
+  T p0 = 0, p1 = 0, p2 = 0, p3 = 0;
+#pragma omp simd reduction(+ : p0, p1, p2, p3)
+  for (int64_t i = 0; i < len; ++i) {
+    const T gcol = w[i] * gout[i];
+    p0 += gcol * x0[i];
+    p1 += gcol * x1[i];
+    p2 += gcol * x2[i];
+    p3 += gcol * x3[i];
+    if (kWeight) gw[i] += gout[i] * (c0 * x0[i] + c1 * x1[i] + c2 * x2[i] + c3 * x3[i]);
+    if (kInput) {
+      // the corners are distinct pixels, and gx is another buffer than the input
+      g0[i] += c0 * gcol;
+      g1[i] += c1 * gcol;
+      g2[i] += c2 * gcol;
+      g3[i] += c3 * gcol;
+    }
+  }
+  per_corner[0] += p0;
+  per_corner[1] += p1;
+  per_corner[2] += p2;
+  per_corner[3] += p3;
+}
+
+template <typename T>
+inline __attribute__((always_inline)) void depthwise_backward_any(Corners<T> s, const T* coeff, const T* w,
+                                                                  const T* gout, T* gw, T* gx, int64_t len,
+                                                                  T per_corner[4]) {
+  if (gw && gx) {
+    depthwise_backward_body<T, true, true>(s, coeff, w, gout, gw, gx, len, per_corner);
+  } else if (gw) {
+    depthwise_backward_body<T, true, false>(s, coeff, w, gout, gw, gx, len, per_corner);
+  } else if (gx) {
+    depthwise_backward_body<T, false, true>(s, coeff, w, gout, gw, gx, len, per_corner);
+  } else {
+    depthwise_backward_body<T, false, false>(s, coeff, w, gout, gw, gx, len, per_corner);
+  }
+}
+
+SEGDCN_SIMD_CLONES void depthwise_taps(const float* const* corner, const float* coeff, int64_t taps, int64_t right,
+                                       int64_t down, const float* w, int64_t w_stride, float* acc, int64_t len) {
+  depthwise_taps_body(corner, coeff, taps, right, down, w, w_stride, acc, len);
+}
+SEGDCN_SIMD_CLONES void depthwise_taps(const double* const* corner, const double* coeff, int64_t taps, int64_t right,
+                                       int64_t down, const double* w, int64_t w_stride, double* acc, int64_t len) {
+  depthwise_taps_body(corner, coeff, taps, right, down, w, w_stride, acc, len);
+}
+SEGDCN_SIMD_CLONES void group_products(const float* src, int64_t src_per_group, const float* w, float* dst, int64_t len,
+                                       int64_t count, int64_t groups) {
+  group_products_body(src, src_per_group, w, dst, len, count, groups);
+}
+SEGDCN_SIMD_CLONES void group_products(const double* src, int64_t src_per_group, const double* w, double* dst, int64_t len,
+                                       int64_t count, int64_t groups) {
+  group_products_body(src, src_per_group, w, dst, len, count, groups);
+}
+SEGDCN_SIMD_CLONES void group_weight_grads(const float* sample, const float* gout, float* gw, int64_t groups, int64_t per_group, int64_t per_out) {
+  group_weight_grads_body(sample, gout, gw, groups, per_group, per_out);
+}
+SEGDCN_SIMD_CLONES void group_weight_grads(const double* sample, const double* gout, double* gw, int64_t groups, int64_t per_group, int64_t per_out) {
+  group_weight_grads_body(sample, gout, gw, groups, per_group, per_out);
+}
+SEGDCN_SIMD_CLONES void depthwise_backward(Corners<float> s, const float* coeff, const float* w, const float* gout,
+                                           float* gw, float* gx, int64_t len, float per_corner[4]) {
+  depthwise_backward_any(s, coeff, w, gout, gw, gx, len, per_corner);
+}
+SEGDCN_SIMD_CLONES void depthwise_backward(Corners<double> s, const double* coeff, const double* w,
+                                           const double* gout, double* gw, double* gx, int64_t len,
+                                           double per_corner[4]) {
+  depthwise_backward_any(s, coeff, w, gout, gw, gx, len, per_corner);
+}
+
+// Channels-last copies: dst[n, b, a] = src[n, a, b] for m images, parallel over images and bands
+// of rows of the destination.
+template <typename T>
+void transpose_images(const T* src, T* dst, int64_t m, int64_t a, int64_t b) {
+  constexpr int64_t B = kTransposeBlock;
+  const int64_t bands = (b + B - 1) / B;
+  at::parallel_for(0, m * bands, grain_for(B * a), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = i / bands, b0 = (i % bands) * B;
+      transpose_tiles(src + n * a * b + b0, b, dst + n * a * b + b0 * a, a, a, std::min(B, b - b0));
+    }
+  });
+}
+
+// Upper bound on one padded channels-last buffer of the direct plan (input, or one slice's input
+// gradient); a chunk holds at least one image.
+constexpr int64_t kDirectChunkBytes = int64_t(32) << 20;
+
+template <typename T>
+struct DirectDeformConv {
+  const DeformConvGeometry& g;
+  int64_t per_group, per_out, K, P, C, OG, Cg, chunk_images;
+  bool depthwise;
+  at::Tensor weight;    // [taps, C_in, C_out / groups]: the forward's and the weight gradient's layout
+  at::Tensor weight_t;  // [taps, C_out, C_in / groups]: the grad columns' (grouped layers only)
+
+  DirectDeformConv(const DeformConvGeometry& geometry, const at::Tensor& w) : g(geometry) {
+    per_group = g.in_channels / g.groups;
+    per_out = g.out_channels / g.groups;
+    K = g.taps();
+    P = g.out_positions();
+    C = g.in_channels;
+    OG = g.offset_groups;
+    Cg = g.channels_per_offset_group();
+    depthwise = per_group == 1 && per_out == 1;
+    const int64_t plane_bytes = (g.height + 2) * (g.width + 2) * C * int64_t(sizeof(T));
+    chunk_images = std::max<int64_t>(1, std::min<int64_t>(g.batch, kDirectChunkBytes / plane_bytes));
+    const at::Tensor by_group = w.contiguous().view({g.groups, per_out, per_group, K});
+    weight = by_group.permute({3, 0, 2, 1}).contiguous();
+    if (!depthwise) weight_t = by_group.permute({3, 0, 1, 2}).contiguous();
+  }
+
+  Chunk<T> chunk(const at::Tensor& padded, const at::Tensor& offset, const at::Tensor& mask) const {
+    return Chunk<T>{g, padded.const_data_ptr<T>(),
+                    TapReader<T>(g, offset.const_data_ptr<T>(), g.use_mask ? mask.const_data_ptr<T>() : nullptr),
+                    {}};
+  }
+
+  int64_t down() const { return (g.width + 2) * C; }
+
+  // Corners of a tap for the channels of offset group og, in a padded buffer like the chunk's input.
+  Corners<T> corners(const T* base, const Chunk<T>& c, int64_t n, const Tap<T>& tap, int64_t og) const {
+    return {base + (n * c.plane() + tap.pixel) * C + og * Cg, C, down()};
+  }
+
+  // The taps of a block of `count` consecutive positions of one image, from row r0 of the chunk:
+  // taps[(og * K + k) * count + q]. They are computed in the offsets' own order (positions
+  // fastest), so the reads are contiguous; position by position, each (offset group, tap) is
+  // another cache line and page, and with 8 offset groups those misses cost more than the
+  // channel loops.
+  void block_taps(const Chunk<T>& c, int64_t r0, int64_t count, GridRow* grid, Tap<T>* taps) const {
+    const int64_t n = r0 / P;
+    for (int64_t q = 0; q < count; ++q) grid[q] = c.tap_at.row(r0 % P + q);
+    for (int64_t og = 0; og < OG; ++og)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t q = 0; q < count; ++q) taps[(og * K + k) * count + q] = c.tap_at(n, og, k, grid[q]);
+  }
+
+  // Calls fn(r0, count) for blocks of up to kBlock rows of [begin, end) that stay in one image.
+  template <typename Fn>
+  void for_each_block(int64_t begin, int64_t end, Fn fn) const {
+    for (int64_t r0 = begin; r0 < end;) {
+      const int64_t count = std::min({kBlock, end - r0, P - r0 % P});
+      fn(r0, count);
+      r0 += count;
+    }
+  }
+
+  // One block of a grouped layer's forward: per tap, the samples of the block's positions, then
+  // their products with the tap's weights.
+  void grouped_block(const Chunk<T>& c, int64_t n, int64_t count, const Tap<T>* taps, const T* wf, T* sample,
+                     T* acc) const {
+    for (int64_t k = 0; k < K; ++k) {
+      for (int64_t q = 0; q < count; ++q) {
+        for (int64_t og = 0; og < OG; ++og) {
+          const Tap<T>& tap = taps[(og * K + k) * count + q];
+          T* dst = sample + q * C + og * Cg;
+          if (!tap.inside) {
+            std::fill(dst, dst + Cg, T(0));
+            continue;
+          }
+          T coeff[4];
+          modulated_weights(tap, coeff);
+          blend(corners(c.xp, c, n, tap, og), coeff, dst, Cg);
+        }
+      }
+      group_products(sample, per_group, wf + k * C * per_out, acc, per_out, count, g.groups);
+    }
+  }
+
+  // The bias starts the accumulators (a separate pass costs as much as a depthwise tap).
+  void forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask, const at::Tensor& bias,
+               at::Tensor& output) const {
+    const int64_t Cout = g.out_channels;
+    const T* wf = weight.const_data_ptr<T>();
+    const at::Tensor bias_c = bias.defined() ? bias.contiguous() : at::zeros({Cout}, input.options());
+    const T* b = bias_c.const_data_ptr<T>();
+    at::Tensor padded_input = padded_buffer(g, chunk_images, input.options(), true);
+    // The outputs channels-last, transposed once per chunk. (Transposing each block of positions
+    // into the output while in cache was slower: its writes are partial cache lines.)
+    at::Tensor rows = at::empty({chunk_images, P, Cout}, input.options());
+    for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
+      const int64_t m = std::min(chunk_images, g.batch - n0);
+      const at::Tensor padded = fill_padded<T>(padded_input, input.narrow(0, n0, m));
+      const Chunk<T> c = chunk(padded, offset.narrow(0, n0, m), g.use_mask ? mask.narrow(0, n0, m) : mask);
+      T* out_rows = rows.mutable_data_ptr<T>();
+      at::parallel_for(0, m * P, std::max(kBlock, grain_for(K * C)), [&](int64_t begin, int64_t end) {
+        std::vector<Tap<T>> taps(OG * K * kBlock);
+        std::vector<T> sample(depthwise ? 0 : kBlock * C);
+        std::vector<const T*> corner(K);
+        std::vector<T> coeff(4 * K);
+        GridRow grid[kBlock];
+        for_each_block(begin, end, [&](int64_t r0, int64_t count) {
+          const int64_t n = r0 / P;
+          block_taps(c, r0, count, grid, taps.data());
+          T* acc = out_rows + r0 * Cout;
+          for (int64_t q = 0; q < count; ++q) std::copy(b, b + Cout, acc + q * Cout);
+          if (depthwise) {
+            for (int64_t q = 0; q < count; ++q) {
+              for (int64_t og = 0; og < OG; ++og) {
+                for (int64_t k = 0; k < K; ++k) {
+                  const Tap<T>& tap = taps[(og * K + k) * count + q];
+                  corner[k] = c.xp + (n * c.plane() + (tap.inside ? tap.pixel : 0)) * C + og * Cg;
+                  modulated_weights(tap, coeff.data() + 4 * k);  // zero outside: m is 0 there
+                }
+                depthwise_taps(corner.data(), coeff.data(), K, C, down(), wf + og * Cg, C, acc + q * C + og * Cg, Cg);
+              }
+            }
+          } else {
+            grouped_block(c, n, count, taps.data(), wf, sample.data(), acc);
+          }
+        });
+      });
+      transpose_images(rows.const_data_ptr<T>(), output.narrow(0, n0, m).mutable_data_ptr<T>(), m, P, Cout);
+    }
+  }
+
+  void backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& offset,
+                const at::Tensor& mask, at::Tensor& grad_input, at::Tensor& grad_weight, at::Tensor& grad_offset,
+                at::Tensor& grad_mask) const {
+    const int64_t Cout = g.out_channels;
+    const bool need_input = grad_input.defined(), need_weight = grad_weight.defined();
+    const bool need_offset = grad_offset.defined();
+    const T* wf = weight.const_data_ptr<T>();
+    const T* wt = depthwise ? nullptr : weight_t.const_data_ptr<T>();
+    // Slices of the positions, each with its own gradient buffers: their number is the thread
+    // count, not the scheduler's choice, so the order of the sums is fixed.
+    const int64_t slices = std::max<int64_t>(
+        1, std::min<int64_t>(at::get_num_threads(), chunk_images * P / std::max(kBlock, grain_for(K * C))));
+    at::Tensor padded_input = padded_buffer(g, chunk_images, input.options(), true);
+    at::Tensor gout_rows = at::empty({chunk_images, P, Cout}, input.options());
+    at::Tensor grad_padded = need_input ? padded_buffer(g, slices * chunk_images, input.options())
+                                              .view({slices, chunk_images, g.height + 2, g.width + 2, C})
+                                        : at::Tensor();
+    at::Tensor grad_w = need_weight ? at::zeros({slices, weight.numel()}, input.options()) : at::Tensor();
+    for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
+      const int64_t m = std::min(chunk_images, g.batch - n0);
+      const at::Tensor padded = fill_padded<T>(padded_input, input.narrow(0, n0, m));
+      const Chunk<T> c = chunk(padded, offset.narrow(0, n0, m), g.use_mask ? mask.narrow(0, n0, m) : mask);
+      transpose_images(grad_output.narrow(0, n0, m).const_data_ptr<T>(), gout_rows.mutable_data_ptr<T>(), m, Cout,
+                       P);
+      if (need_input && n0 > 0) grad_padded.zero_();
+      const T* go_rows = gout_rows.const_data_ptr<T>();
+      T* goff = need_offset ? grad_offset.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr;
+      T* gmask = need_offset && g.use_mask ? grad_mask.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr;
+      const int64_t rows = m * P, per_slice = (rows + slices - 1) / slices;
+      at::parallel_for(0, slices, 1, [&](int64_t s_begin, int64_t s_end) {
+        std::vector<Tap<T>> taps(OG * K * kBlock);
+        std::vector<T> gcol(depthwise ? 0 : kBlock * C), col(depthwise ? 0 : kBlock * C);
+        GridRow grid[kBlock];
+        for (int64_t slice = s_begin; slice < s_end; ++slice) {
+          T* gx = need_input ? grad_padded[slice].mutable_data_ptr<T>() : nullptr;
+          T* gw = need_weight ? grad_w[slice].mutable_data_ptr<T>() : nullptr;
+          for_each_block(slice * per_slice, std::min(rows, (slice + 1) * per_slice), [&](int64_t r0, int64_t count) {
+            const int64_t n = r0 / P;
+            block_taps(c, r0, count, grid, taps.data());
+            const T* go = go_rows + r0 * Cout;
+            for (int64_t k = 0; k < K; ++k) {
+              const T* wk = wf + k * C * per_out;
+              if (!depthwise) {
+                std::fill(gcol.begin(), gcol.begin() + count * C, T(0));
+                group_products(go, per_out, wt + k * Cout * per_group, gcol.data(), per_group, count, g.groups);
+              }
+              for (int64_t q = 0; q < count; ++q) {
+                for (int64_t og = 0; og < OG; ++og) {
+                  const Tap<T>& tap = taps[(og * K + k) * count + q];
+                  T sums[3] = {0, 0, 0};  // d/dh, d/dw and d/dmask of the tap (before the mask's factor)
+                  T* col_og = depthwise ? nullptr : col.data() + q * C + og * Cg;
+                  if (tap.inside) {
+                    T coeff[4];
+                    modulated_weights(tap, coeff);
+                    const Corners<T> x = corners(c.xp, c, n, tap, og);
+                    T* gx_tap = gx ? gx + (n * c.plane() + tap.pixel) * C + og * Cg : nullptr;
+                    if (depthwise) {
+                      T per_corner[4] = {0, 0, 0, 0};
+                      depthwise_backward(x, coeff, wk + og * Cg, go + q * Cout + og * Cg,
+                                         gw ? gw + k * C + og * Cg : nullptr, gx_tap, Cg, per_corner);
+                      add_corner_sums(tap.lh, tap.lw, per_corner, sums);
+                    } else {
+                      const T* gcol_og = gcol.data() + q * C + og * Cg;
+                      if (need_offset) {
+                        gather_grads(x, tap.lh, tap.lw, tap.m, gcol_og, gw ? col_og : nullptr, Cg, sums);
+                      } else if (gw) {
+                        blend(x, coeff, col_og, Cg);
+                      }
+                      if (gx_tap) spread(gx_tap, C, down(), coeff, gcol_og, Cg);
+                    }
+                  } else if (gw && col_og) {
+                    std::fill(col_og, col_og + Cg, T(0));
+                  }
+                  if (!need_offset) continue;
+                  const int64_t nog = n * OG + og, p = grid[q].p;
+                  goff[(nog * 2 * K + 2 * k) * P + p] = tap.m * sums[0];
+                  goff[(nog * 2 * K + 2 * k + 1) * P + p] = tap.m * sums[1];
+                  if (gmask) gmask[(nog * K + k) * P + p] = sums[2];
+                }
+                if (gw && !depthwise) {
+                  group_weight_grads(col.data() + q * C, go + q * Cout, gw + k * C * per_out, g.groups, per_group,
+                                     per_out);
+                }
+              }
+            }
+          });
+        }
+      });
+      if (need_input) {
+        at::Tensor summed = grad_padded[0].narrow(0, 0, m);
+        for (int64_t s = 1; s < slices; ++s) summed.add_(grad_padded[s].narrow(0, 0, m));
+        unpad_into<T>(summed, grad_input.narrow(0, n0, m));
+      }
+    }
+    if (need_weight) {
+      at::Tensor summed = grad_w[0];
+      for (int64_t s = 1; s < slices; ++s) summed.add_(grad_w[s]);
+      // [taps, C_in, C_out / groups] -> [C_out, C_in / groups, kh, kw]
+      grad_weight = summed.view({K, g.groups, per_group, per_out})
+                        .permute({1, 3, 2, 0})
+                        .reshape({g.out_channels, per_group, g.kernel_h, g.kernel_w});
+    }
   }
 };
 
@@ -550,10 +1119,16 @@ at::Tensor forward_float(const at::Tensor& input_, const at::Tensor& weight, con
   const at::Tensor mask = g.use_mask ? mask_->contiguous() : at::Tensor();
   at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
   if (g.batch == 0) return output;
+  const bool direct = deform_conv2d_plan(g.in_channels, g.out_channels, g.groups) == DeformConvPlan::kDirect;
+  const bool has_bias = bias.has_value() && bias->defined();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_forward_cpu", [&] {
-    TiledDeformConv<scalar_t>(g, weight).forward(input, offset, mask, output);
+    if (direct) {
+      DirectDeformConv<scalar_t>(g, weight).forward(input, offset, mask, has_bias ? *bias : at::Tensor(), output);
+    } else {
+      TiledDeformConv<scalar_t>(g, weight).forward(input, offset, mask, output);
+    }
   });
-  if (bias.has_value() && bias->defined()) output.add_(bias->view({1, -1, 1, 1}));
+  if (has_bias && !direct) output.add_(bias->view({1, -1, 1, 1}));
   return output;
 }
 
@@ -573,7 +1148,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_float(
   at::Tensor grad_offset = output_mask[2] ? at::empty_like(offset) : at::Tensor();
   at::Tensor grad_mask = output_mask[2] && g.use_mask ? at::empty_like(mask) : at::Tensor();
   at::Tensor grad_weight;
+  const bool direct = deform_conv2d_plan(g.in_channels, g.out_channels, g.groups) == DeformConvPlan::kDirect;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_backward_cpu", [&] {
+    if (direct) {
+      const DirectDeformConv<scalar_t> conv(g, weight);
+      if (output_mask[1]) grad_weight = at::zeros_like(weight);  // stays zero for an empty batch
+      if (g.batch > 0) conv.backward(grad_output, input, offset, mask, grad_input, grad_weight, grad_offset, grad_mask);
+      return;
+    }
     const TiledDeformConv<scalar_t> conv(g, weight);
     at::Tensor grad_w = output_mask[1] ? conv.zero_weight_grad() : at::Tensor();
     if (g.batch > 0) conv.backward(grad_output, input, offset, mask, grad_input, grad_w, grad_offset, grad_mask);

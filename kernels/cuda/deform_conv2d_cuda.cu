@@ -12,10 +12,12 @@ namespace segdcn {
 namespace {
 
 using cuda_kernels::backward_columns;
+using cuda_kernels::direct_backward;
+using cuda_kernels::direct_forward;
 using cuda_kernels::sample_columns;
 using cuda_kernels::scatter_columns;
 
-const DeformConvPasses kCudaPasses{sample_columns, backward_columns, scatter_columns};
+const DeformConvPasses kCudaPasses{sample_columns, backward_columns, scatter_columns, direct_forward, direct_backward};
 
 // The guard makes the input's device current, so the passes and the driver's GEMMs run on
 // that device's current stream.
@@ -32,7 +34,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
     const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, int64_t offset_groups, std::array<bool, 3> output_mask) {
-  // The input gradient's scatter (scatter_columns_kernel) adds into shared pixels with atomics, so
+  // The input gradient's scatter (scatter_columns_kernel, direct_input_grad_kernel) adds into shared pixels with atomics, so
   // its rounding depends on the order of the adds; the weight, offset and mask gradients do not.
   // Under torch.use_deterministic_algorithms(True) this raises (warns with warn_only=True) before
   // any kernel runs.

@@ -41,3 +41,12 @@ def build_info() -> dict:
     info = dict(_C.build_info())
     info["openmp"] = bool(info["openmp"])
     return info
+
+
+def deform_conv2d_plan(in_channels: int, out_channels: int, groups: int = 1) -> str:
+    """The plan deform_conv2d runs for a layer of this shape on the CPU and CUDA (docs/operator.md, Plans):
+    "im2col" (sampled columns, then GEMMs) or "direct" (grouped and depthwise layers whose per-group GEMMs
+    would be thin: the samples are multiplied by their weights in the same pass)."""
+    if _C is None:
+        raise RuntimeError(f"segdcn._C is not built ({_import_error}): {BUILD_COMMAND}")
+    return _C.deform_conv2d_plan(in_channels, out_channels, groups)

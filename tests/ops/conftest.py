@@ -27,7 +27,7 @@ class HostEmulation:
         self._namespaces = {}
 
     def __getattr__(self, op: str):
-        kernel = "deform_conv2d" if op.startswith("deform_conv2d") else "deform_roi_pool"
+        kernel = "deform_conv2d" if op.startswith("deform_conv2d") or op == "force_plan" else "deform_roi_pool"
         if kernel not in self._namespaces:
             source, name = EMULATIONS[kernel]
             sources = [str(HERE / source), str(ROOT / "kernels" / f"{kernel}.cpp")]

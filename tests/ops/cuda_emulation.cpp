@@ -8,7 +8,8 @@ namespace segdcn {
 namespace {
 
 const DeformConvPasses kEmulatedPasses{cuda_kernels::sample_columns, cuda_kernels::backward_columns,
-                                       cuda_kernels::scatter_columns};
+                                       cuda_kernels::scatter_columns, cuda_kernels::direct_forward,
+                                       cuda_kernels::direct_backward};
 
 at::Tensor forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
                    const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
@@ -26,11 +27,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
                                 offset_groups, output_mask, kEmulatedPasses);
 }
 
+// This library's own plan setting (its copy of kernels/deform_conv2d.cpp), so the tests run both
+// plans' kernels on every shape.
+std::string force_plan(const std::string& name) {
+  for (auto plan : {DeformConvPlan::kAuto, DeformConvPlan::kIm2col, DeformConvPlan::kDirect})
+    if (name == plan_name(plan)) return plan_name(force_deform_conv2d_plan(plan));
+  TORCH_CHECK(false, "plan must be auto, im2col or direct, got ", name);
+}
+
 }  // namespace
 }  // namespace segdcn
 
 TORCH_LIBRARY(segdcn_cuda_emulation, m) {
   SEGDCN_DEFINE_DEFORM_CONV2D_OPS(m);
+  m.def("force_plan(str plan) -> str", &segdcn::force_plan);
 }
 
 TORCH_LIBRARY_IMPL(segdcn_cuda_emulation, CPU, m) {

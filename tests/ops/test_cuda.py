@@ -25,6 +25,9 @@ CASES = {
     "offset-groups": ConvCase(in_channels=8, out_channels=4, groups=2, offset_groups=4, kernel=(2, 3), bias=False),
     "outside": ConvCase(offsets="far", mask=True, stride=(2, 2)),
     "integer": ConvCase(offsets="integer", mask=True, offset_groups=2),
+    # the direct plan (deform_conv2d_plan): depthwise, and thin groups with a depth multiplier
+    "depthwise": ConvCase(in_channels=8, out_channels=8, groups=8, offset_groups=2, mask=True, offsets="far"),
+    "grouped-thin": ConvCase(in_channels=8, out_channels=16, groups=4, offset_groups=4, mask=True, stride=(2, 1)),
 }
 
 

@@ -32,18 +32,22 @@ def conv_cases(draw, offsets=("normal", "far", "integer")):
     groups = draw(st.sampled_from([1, 2]))
     offset_groups = draw(st.sampled_from([1, 2, 4]))
     in_channels = math.lcm(groups, offset_groups) * draw(st.integers(1, 2))
-    case = ConvCase(
-        batch=draw(st.integers(1, 5)),
-        in_channels=in_channels,
-        out_channels=groups * draw(st.integers(1, 3)),
-        height=draw(st.integers(1, 9)),
-        width=draw(st.integers(1, 9)),
-        kernel=(kh, kw),
+    return draw_geometry(draw, ConvCase(in_channels=in_channels, out_channels=groups * draw(st.integers(1, 3)),
+                                        kernel=(kh, kw), groups=groups, offset_groups=offset_groups),
+                         batch=5, size=9, offsets=offsets)  # fmt: skip
+
+
+def draw_geometry(draw, channels: ConvCase, batch: int, size: int, offsets=("normal", "far", "integer")) -> ConvCase:
+    """`channels` (its channels, kernel and groups) with a drawn batch, map size up to `size`, stride,
+    padding, dilation, mask, bias and kind of offsets; only cases with a non-empty output."""
+    case = dataclasses.replace(
+        channels,
+        batch=draw(st.integers(1, batch)),
+        height=draw(st.integers(1, size)),
+        width=draw(st.integers(1, size)),
         stride=(draw(st.integers(1, 2)), draw(st.integers(1, 2))),
         padding=(draw(st.integers(0, 2)), draw(st.integers(0, 2))),
         dilation=(draw(st.integers(1, 2)), draw(st.integers(1, 2))),
-        groups=groups,
-        offset_groups=offset_groups,
         mask=draw(st.booleans()),
         bias=draw(st.booleans()),
         offsets=draw(st.sampled_from(offsets)),
@@ -140,6 +144,11 @@ def test_native_matches_reference(case):
     ids=["plain", "strided-dilated-nonsquare", "groups-modulated", "offset-groups-4"],
 )
 def test_gradcheck(case):
+    check_gradcheck(case)
+
+
+def check_gradcheck(case: ConvCase) -> None:
+    """torch.autograd.gradcheck in float64 of the op's gradients of every tensor argument."""
     tensors = case.tensors(torch.float64)
     names = [k for k in ("input", "offset", "weight", "bias", "mask") if tensors[k] is not None]
     leaves = [tensors[k].clone().requires_grad_() for k in names]
@@ -245,6 +254,7 @@ OPCHECK_CASES = {
     "strided-grouped": ConvCase(
         out_channels=4, width=9, stride=(2, 1), padding=(0, 2), dilation=(1, 2), groups=2, offset_groups=2
     ),
+    "depthwise": ConvCase(in_channels=4, out_channels=4, groups=4, offset_groups=2),
 }
 
 

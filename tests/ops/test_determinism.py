@@ -69,7 +69,7 @@ def forward_backward(
 
 # --- deform_conv2d on the CPU ---------------------------------------------------------------------
 #
-# C = 64 and a 3x3 kernel give a columns row of 576 entries: row_grain (kernels/cpu) is 7 positions,
+# C = 64 and a 3x3 kernel give a columns row of 576 entries: row_grain (kernels/cpu) is 56 positions,
 # so the 1089 positions of an image split over both threads, and a tile holds 3640 rows, so
 # chunk_images = 3 and N = 4 runs two chunks (3 images, then 1: the per-thread input-gradient
 # buffers are summed, zeroed and refilled). 4 offset groups of 16 channels, 2 weight groups.
@@ -115,6 +115,31 @@ def test_deform_conv2d_cpu_is_bitwise_reproducible(dtype, modulated):
     # the shape exercises what it is meant to: samples inside and outside, gradients everywhere
     assert (result["grad_input"] != 0).float().mean() > 0.9
     assert (result["grad_offset"] == 0).any() and (result["grad_offset"] != 0).float().mean() > 0.5
+    run_twice(lambda: forward_backward(conv, leaves))
+
+
+# The direct plan (grouped and depthwise layers): 2 images of 33x33 on both threads' slices, each with
+# its own input- and weight-gradient buffers, summed in slice order.
+DIRECT_SHAPES = {"depthwise": (64, 64, 64), "groups-of-8": (64, 64, 8)}  # C_in, C_out, groups
+
+
+@pytest.mark.usefixtures("two_threads")
+@pytest.mark.parametrize("shape", list(DIRECT_SHAPES))
+@pytest.mark.parametrize("modulated", [False, True], ids=["dcnv1", "modulated"])
+def test_direct_plan_is_bitwise_reproducible(shape, modulated):
+    c_in, c_out, groups = DIRECT_SHAPES[shape]
+    assert segdcn.ops.deform_conv2d_plan(c_in, c_out, groups) == "direct"
+    g = torch.Generator().manual_seed(0)
+    taps = OFFSET_GROUPS * 9
+    leaves = {
+        "input": torch.randn(2, c_in, SIZE, SIZE, generator=g),
+        "offset": torch.randn(2, 2 * taps, SIZE, SIZE, generator=g) * 2.5,
+        "weight": torch.randn(c_out, c_in // groups, 3, 3, generator=g),
+        "bias": torch.randn(c_out, generator=g),
+        "mask": torch.rand(2, taps, SIZE, SIZE, generator=g) if modulated else None,
+    }
+    result = forward_backward(conv, leaves)
+    assert (result["grad_input"] != 0).float().mean() > 0.9
     run_twice(lambda: forward_backward(conv, leaves))
 
 
@@ -214,7 +239,10 @@ def test_cuda_sources_alert_where_they_add_atomically():
         assert "#include <ATen/Context.h>" in text, source.name
         checked[source.name] = (sorted(atomic_kernels), alerts)
     assert checked == {
-        "deform_conv2d_cuda.cu": (["scatter_columns_kernel"], ["deform_conv2d_backward"]),
+        "deform_conv2d_cuda.cu": (
+            ["direct_input_grad_kernel", "scatter_columns_kernel"],
+            ["deform_conv2d_backward"],
+        ),
         "deform_roi_pool_cuda.cu": (["roi_pool_backward_kernel"], ["deform_roi_pool_backward"]),
     }
 

@@ -11,8 +11,8 @@ import segdcn.ops
 from tests.helpers import ConvCase
 
 
-def valid_call():
-    case = ConvCase(mask=True, offset_groups=2)
+def valid_call(case: ConvCase | None = None):
+    case = case or ConvCase(mask=True, offset_groups=2)
     t = case.tensors(torch.float32)
     return dict(t, **case.kwargs())
 
@@ -89,9 +89,18 @@ def corrupt(kw: dict, rng: random.Random) -> dict:
     return kw
 
 
-def test_fuzz_malformed_calls():
+# the default call runs on the im2col plan, these on the direct plan (deform_conv2d_plan)
+FUZZ_CALLS = {
+    "dense": None,
+    "depthwise": ConvCase(mask=True, in_channels=4, out_channels=4, groups=4, offset_groups=2),
+    "grouped": ConvCase(in_channels=4, out_channels=8, groups=2, offset_groups=4),
+}
+
+
+@pytest.mark.parametrize("name", list(FUZZ_CALLS))
+def test_fuzz_malformed_calls(name):
     rng = random.Random(0)
-    good = valid_call()
+    good = valid_call(FUZZ_CALLS[name])
     raised = 0
     for _ in range(600):
         kw = corrupt(good, rng)
