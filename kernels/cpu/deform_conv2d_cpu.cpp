@@ -511,6 +511,9 @@ struct TiledDeformConv {
     const int64_t row_bytes = g.in_channels * g.taps() * int64_t(sizeof(T));
     tile_rows = std::max<int64_t>(16, kTileBytes / row_bytes);
     chunk_images = std::max<int64_t>(1, tile_rows / g.out_positions());
+    // No larger than a call needs: every call's buffers come fresh from the kernel, a page fault
+    // per 4 KiB touched, which on small maps cost as much as a GEMM (perf: exc_page_fault).
+    tile_rows = std::min(tile_rows, std::min(chunk_images, g.batch) * g.out_positions());
   }
 
   Chunk<T> chunk(const at::Tensor& padded, const at::Tensor& offset, const at::Tensor& mask) const {
@@ -560,6 +563,12 @@ struct TiledDeformConv {
     const bool need_offset = grad_offset.defined();
     at::Tensor gcols = at::empty({tile_rows, row}, input.options());
     at::Tensor cols = need_weight ? at::empty({tile_rows, row}, input.options()) : at::Tensor();
+    // When a tile holds several images (small maps), its grad_output is first copied positions-major,
+    // [rows, C_out], so that one GEMM per group covers the tile: read in place, image by image, the
+    // GEMMs' inner dimension is one image's positions (64 on an 8x8 map), where MKL runs at a fraction
+    // of its speed, and there are two per image.
+    const bool gathered = P < tile_rows;
+    at::Tensor gout_tile = gathered ? at::empty({tile_rows, g.out_channels}, input.options()) : at::Tensor();
     const int64_t images = std::min(chunk_images, g.batch);
     at::Tensor padded_input = padded_buffer(g, images, input.options(), true);
     // one input-gradient buffer per thread (scatter_rows), summed when a chunk is done
@@ -584,7 +593,21 @@ struct TiledDeformConv {
         auto gout_block = [&](int64_t n, int64_t k, int64_t p, int64_t len) {
           return gout[n].narrow(0, k * per_out, per_out).narrow(1, p, len);
         };
-        if (need_input || need_offset) {
+        at::Tensor gt = gathered ? gout_tile.narrow(0, 0, rows) : at::Tensor();
+        if (gathered) {
+          const T* src = gout.const_data_ptr<T>();
+          T* dst = gt.mutable_data_ptr<T>();
+          for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
+            transpose_tiles(src + n * g.out_channels * P + p, P, dst + t * g.out_channels, g.out_channels,
+                            g.out_channels, len);
+          });
+        }
+        if ((need_input || need_offset) && gathered) {
+          for (int64_t k = 0; k < g.groups; ++k) {
+            at::Tensor block = group(gcol_tile, k);
+            at::mm_out(block, gt.narrow(1, k * per_out, per_out), weight[k]);
+          }
+        } else if (need_input || need_offset) {
           for (int64_t k = 0; k < g.groups; ++k) {
             for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
               at::Tensor block = group(gcol_tile, k).narrow(0, t, len);
@@ -599,7 +622,11 @@ struct TiledDeformConv {
           sample_rows(c, r0, r1, col_tile.mutable_data_ptr<T>());
         }
         if (need_input) scatter_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), padded_grads);
-        if (need_weight) {
+        if (need_weight && gathered) {
+          for (int64_t k = 0; k < g.groups; ++k) {
+            grad_weight[k].addmm_(group(col_tile, k).t(), gt.narrow(1, k * per_out, per_out));
+          }
+        } else if (need_weight) {
           for (int64_t k = 0; k < g.groups; ++k) {
             for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
               grad_weight[k].addmm_(group(col_tile, k).narrow(0, t, len).t(), gout_block(n, k, p, len).t());
