@@ -683,8 +683,8 @@ struct TiledDeformConv {
 
 // All taps of one depthwise position for `len` channels: acc[i] += sum_k w[k * w_stride + i] * sum_j
 // coeff[4k + j] * corner_j of tap k. The taps are the inner loop, so each channel's accumulator
-// stays in a register and the weights apply in the blend's pass; an outside tap points at the zero
-// border with zero coefficients instead of branching.
+// stays in a register and the weights apply in the blend's pass; an outside tap points at zeros
+// with zero coefficients instead of branching.
 template <typename T>
 inline __attribute__((always_inline)) void depthwise_taps_body(const T* const* corner, const T* coeff, int64_t taps,
                                                                int64_t right, int64_t down, const T* w,
@@ -992,6 +992,9 @@ struct DirectDeformConv {
     const at::Tensor bias_c = bias.defined() ? bias.contiguous() : at::zeros({Cout}, input.options());
     const T* b = bias_c.const_data_ptr<T>();
     at::Tensor padded_input = padded_buffer(g, chunk_images, input.options(), true);
+    // Where a depthwise tap outside the image reads its four corners: zeros, so that it adds exactly
+    // 0 whatever the input holds (0 x inf would not), as the im2col plan's zero columns do.
+    const at::Tensor zero_corners = depthwise ? at::zeros({down() + 2 * C}, input.options()) : at::Tensor();
     // The outputs channels-last, transposed once per chunk. (Transposing each block of positions
     // into the output while in cache was slower: its writes are partial cache lines.)
     at::Tensor rows = at::empty({chunk_images, P, Cout}, input.options());
@@ -1016,7 +1019,8 @@ struct DirectDeformConv {
               for (int64_t og = 0; og < OG; ++og) {
                 for (int64_t k = 0; k < K; ++k) {
                   const Tap<T>& tap = taps[(og * K + k) * count + q];
-                  corner[k] = c.xp + (n * c.plane() + (tap.inside ? tap.pixel : 0)) * C + og * Cg;
+                  corner[k] = tap.inside ? c.xp + (n * c.plane() + tap.pixel) * C + og * Cg
+                                         : zero_corners.const_data_ptr<T>();
                   modulated_weights(tap, coeff.data() + 4 * k);  // zero outside: m is 0 there
                 }
                 depthwise_taps(corner.data(), coeff.data(), K, C, down(), wf + og * Cg, C, acc + q * C + og * Cg, Cg);

@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 
+import pytest
 import torch
 
 from tests.helpers import load_script, run_python, run_without_extension
@@ -114,3 +115,35 @@ def test_the_benchmarks_refuse_device_settings_they_cannot_honour():
     for script, args, message in cases:
         result = run_python(f"scripts/{script}.py", *args)
         assert result.returncode == 2 and message in result.stderr, (script, args, result.stderr)
+
+
+def test_bench_ops_shapes_take_groups_and_offset_groups():
+    bench = load_script("bench_ops")
+    depthwise = bench.Shape.parse("2x256x65x1x256x8")
+    assert (depthwise.groups, depthwise.offset_groups, depthwise.kind) == (256, 8, "depthwise")
+    assert str(depthwise) == "N=2 256->256 65x65 d=1 g=256 og=8"
+    assert bench.Shape.parse("2x256x65x1x32").kind == "grouped"
+    assert bench.Shape.parse("16x128x8x4").kind == "small map"
+    assert str(bench.Shape.parse("2x512x65x2")) == "N=2 512->512 65x65 d=2"  # the dense shapes' names stay
+    assert {s.kind for s in bench.DEFAULT_SHAPES} == set(bench.TARGETS)
+    bad = {
+        "2x8x9x1x3": r"GROUPS \(3\) and OFFSET_GROUPS \(1\) must divide the channels \(8\)",
+        "2x8x9x1x1x3": r"GROUPS \(1\) and OFFSET_GROUPS \(3\) must divide",
+        "2x8x9x1x2x2x2": r"NxCxSIZExDILATION\[xGROUPS\[xOFFSET_GROUPS\]\]",
+        "2x8x0x1": "positive integers",
+    }
+    for text, message in bad.items():
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            bench.Shape.parse(text)
+    # the grouped shapes time F.conv2d and onnxruntime with the same groups, and judge by their kind
+    row = bench.medians([bench.bench_shape(bench.Shape(1, 8, 9, 1, 8, 2), 1, 1, with_torchvision=True)])
+    ratios = bench.ratios(row)
+    assert set(ratios) >= {"fwd / conv", "fwd / ort", "fwdbwd / conv", "tv fwdbwd / ours"}
+    assert bench.verdict(ratios, "depthwise").split()[0] in {"PASS", "FAIL"}
+    assert bench.verdict({"fwd / ort": 9.0}, "depthwise") == "PASS"  # not a depthwise target
+
+
+def test_bench_ops_names_the_argument_of_a_bad_grouped_shape():
+    result = run_python("scripts/bench_ops.py", "--shapes", "2x8x9x1x3")
+    assert result.returncode == 2
+    assert "argument --shapes" in result.stderr and "must divide the channels (8)" in result.stderr

@@ -145,3 +145,16 @@ def test_direct_plan_empty_batch():
         out, grads, _ = run(segdcn.ops.deform_conv2d, case, t)
     assert out.shape == (0, 4, *case.out_size)
     assert (grads["weight"] == 0).all() and grads["weight"].shape == t["weight"].shape
+
+
+@pytest.mark.parametrize("name", PLANS)
+def test_taps_outside_the_image_add_zero_whatever_the_input(name):
+    """A sample outside the image is 0, also when the input holds inf or nan (0 x inf would be nan)."""
+    case = ConvCase(in_channels=4, out_channels=4, groups=4, mask=True)
+    t = case.tensors(torch.float64)
+    t["input"][:, :, :2, :2] = float("inf")
+    t["input"][:, :, -1, -1] = float("nan")
+    t["offset"] = torch.full_like(t["offset"], 1000.0)
+    with cpu_plan(name):
+        out = segdcn.ops.deform_conv2d(t["input"], t["offset"], t["weight"], t["bias"], mask=t["mask"], padding=1)
+    assert torch.equal(out, t["bias"].view(1, -1, 1, 1).expand_as(out))
