@@ -17,6 +17,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <array>
 #include <vector>
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -302,14 +303,34 @@ void transpose_parallel(const T* src, int64_t src_stride, T* dst, int64_t dst_st
   });
 }
 
-// A channels-last buffer [images, H + 2, W + 2, C], allocated once per call and refilled per
-// chunk, so large temporaries are not reallocated image after image. A gradient buffer is all
-// zeros; an input buffer only gets its zero border (fill_padded writes the inside), which saves
-// a pass over it, noticeable on small maps and depthwise layers.
-at::Tensor padded_buffer(const DeformConvGeometry& g, int64_t images, const at::TensorOptions& options,
+// Temporaries kept between calls, one set per calling thread. A fresh buffer is new pages from the
+// kernel, a page fault per 4 KiB touched: in scripts/bench_ops.py, where other allocations come
+// between the calls, that made a depthwise forward at 2 threads take twice as long as with warm
+// buffers. A slot keeps its largest buffer up to kMaxCachedBytes (larger ones are allocated per
+// call), so a thread that ran the op holds a few tens of MiB; the slots hold a call's temporaries
+// only, never a tensor returned to the caller, and no call uses a slot twice.
+enum Slot { kPaddedInput, kColumns, kGradColumns, kProducts, kRows, kGradPadded, kGradWeight, kSlots };
+constexpr int64_t kMaxCachedBytes = int64_t(64) << 20;
+
+at::Tensor workspace(Slot slot, at::IntArrayRef shape, const at::TensorOptions& options) {
+  thread_local std::array<at::Tensor, kSlots> cache;
+  const int64_t numel = c10::multiply_integers(shape);
+  if (numel * int64_t(options.dtype().itemsize()) > kMaxCachedBytes) return at::empty(shape, options);
+  at::Tensor& buffer = cache[slot];
+  if (!buffer.defined() || buffer.dtype() != options.dtype() || buffer.numel() < numel) {
+    buffer = at::Tensor();  // the old one goes first, so the peak is not both
+    buffer = at::empty({numel}, options);
+  }
+  return buffer.narrow(0, 0, numel).view(shape);
+}
+
+// A channels-last buffer [images, H + 2, W + 2, C] in a workspace slot, refilled per chunk. A
+// gradient buffer is all zeros; an input buffer only gets its zero border (fill_padded writes the
+// inside), which saves a pass over it, noticeable on small maps and depthwise layers.
+at::Tensor padded_buffer(const DeformConvGeometry& g, int64_t images, const at::TensorOptions& options, Slot slot,
                          bool border_only = false) {
-  if (!border_only) return at::zeros({images, g.height + 2, g.width + 2, g.in_channels}, options);
-  at::Tensor buffer = at::empty({images, g.height + 2, g.width + 2, g.in_channels}, options);
+  at::Tensor buffer = workspace(slot, {images, g.height + 2, g.width + 2, g.in_channels}, options);
+  if (!border_only) return buffer.zero_();
   buffer.select(1, 0).zero_();
   buffer.select(1, g.height + 1).zero_();
   buffer.select(2, 0).zero_();
@@ -528,9 +549,9 @@ struct TiledDeformConv {
 
   void forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask, at::Tensor& output) const {
     const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups;
-    at::Tensor cols = at::empty({tile_rows, g.in_channels * g.taps()}, input.options());
-    at::Tensor products = at::empty({tile_rows, per_out}, input.options());
-    at::Tensor padded_input = padded_buffer(g, std::min(chunk_images, g.batch), input.options(), true);
+    at::Tensor cols = workspace(kColumns, {tile_rows, g.in_channels * g.taps()}, input.options());
+    at::Tensor products = workspace(kProducts, {tile_rows, per_out}, input.options());
+    at::Tensor padded_input = padded_buffer(g, std::min(chunk_images, g.batch), input.options(), kPaddedInput, true);
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
       const int64_t m = std::min(chunk_images, g.batch - n0);
       const at::Tensor padded = fill_padded<T>(padded_input, input.narrow(0, n0, m));
@@ -561,20 +582,20 @@ struct TiledDeformConv {
     const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups, row = g.in_channels * g.taps();
     const bool need_input = grad_input.defined(), need_weight = grad_weight.defined();
     const bool need_offset = grad_offset.defined();
-    at::Tensor gcols = at::empty({tile_rows, row}, input.options());
-    at::Tensor cols = need_weight ? at::empty({tile_rows, row}, input.options()) : at::Tensor();
+    at::Tensor gcols = workspace(kGradColumns, {tile_rows, row}, input.options());
+    at::Tensor cols = need_weight ? workspace(kColumns, {tile_rows, row}, input.options()) : at::Tensor();
     // When a tile holds several images (small maps), its grad_output is first copied positions-major,
     // [rows, C_out], so that one GEMM per group covers the tile: read in place, image by image, the
     // GEMMs' inner dimension is one image's positions (64 on an 8x8 map), where MKL runs at a fraction
     // of its speed, and there are two per image.
     const bool gathered = P < tile_rows;
-    at::Tensor gout_tile = gathered ? at::empty({tile_rows, g.out_channels}, input.options()) : at::Tensor();
+    at::Tensor gout_tile = gathered ? workspace(kProducts, {tile_rows, g.out_channels}, input.options()) : at::Tensor();
     const int64_t images = std::min(chunk_images, g.batch);
-    at::Tensor padded_input = padded_buffer(g, images, input.options(), true);
+    at::Tensor padded_input = padded_buffer(g, images, input.options(), kPaddedInput, true);
     // one input-gradient buffer per thread (scatter_rows), summed when a chunk is done
     const int64_t threads = at::get_num_threads();
     at::Tensor padded_grads =
-        need_input ? padded_buffer(g, threads * images, input.options()).view({threads, images, g.height + 2, g.width + 2, g.in_channels})
+        need_input ? padded_buffer(g, threads * images, input.options(), kGradPadded).view({threads, images, g.height + 2, g.width + 2, g.in_channels})
                    : at::Tensor();
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
       const int64_t m = std::min(chunk_images, g.batch - n0);
@@ -991,13 +1012,13 @@ struct DirectDeformConv {
     const T* wf = weight.const_data_ptr<T>();
     const at::Tensor bias_c = bias.defined() ? bias.contiguous() : at::zeros({Cout}, input.options());
     const T* b = bias_c.const_data_ptr<T>();
-    at::Tensor padded_input = padded_buffer(g, chunk_images, input.options(), true);
+    at::Tensor padded_input = padded_buffer(g, chunk_images, input.options(), kPaddedInput, true);
     // Where a depthwise tap outside the image reads its four corners: zeros, so that it adds exactly
     // 0 whatever the input holds (0 x inf would not), as the im2col plan's zero columns do.
     const at::Tensor zero_corners = depthwise ? at::zeros({down() + 2 * C}, input.options()) : at::Tensor();
     // The outputs channels-last, transposed once per chunk. (Transposing each block of positions
     // into the output while in cache was slower: its writes are partial cache lines.)
-    at::Tensor rows = at::empty({chunk_images, P, Cout}, input.options());
+    at::Tensor rows = workspace(kRows, {chunk_images, P, Cout}, input.options());
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
       const int64_t m = std::min(chunk_images, g.batch - n0);
       const at::Tensor padded = fill_padded<T>(padded_input, input.narrow(0, n0, m));
@@ -1047,12 +1068,13 @@ struct DirectDeformConv {
     // count, not the scheduler's choice, so the order of the sums is fixed.
     const int64_t slices = std::max<int64_t>(
         1, std::min<int64_t>(at::get_num_threads(), chunk_images * P / std::max(kBlock, grain_for(K * C))));
-    at::Tensor padded_input = padded_buffer(g, chunk_images, input.options(), true);
-    at::Tensor gout_rows = at::empty({chunk_images, P, Cout}, input.options());
-    at::Tensor grad_padded = need_input ? padded_buffer(g, slices * chunk_images, input.options())
+    at::Tensor padded_input = padded_buffer(g, chunk_images, input.options(), kPaddedInput, true);
+    at::Tensor gout_rows = workspace(kRows, {chunk_images, P, Cout}, input.options());
+    at::Tensor grad_padded = need_input ? padded_buffer(g, slices * chunk_images, input.options(), kGradPadded)
                                               .view({slices, chunk_images, g.height + 2, g.width + 2, C})
                                         : at::Tensor();
-    at::Tensor grad_w = need_weight ? at::zeros({slices, weight.numel()}, input.options()) : at::Tensor();
+    at::Tensor grad_w =
+        need_weight ? workspace(kGradWeight, {slices, weight.numel()}, input.options()).zero_() : at::Tensor();
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
       const int64_t m = std::min(chunk_images, g.batch - n0);
       const at::Tensor padded = fill_padded<T>(padded_input, input.narrow(0, n0, m));
@@ -1132,10 +1154,12 @@ struct DirectDeformConv {
     if (need_weight) {
       at::Tensor summed = grad_w[0];
       for (int64_t s = 1; s < slices; ++s) summed.add_(grad_w[s]);
-      // [taps, C_in, C_out / groups] -> [C_out, C_in / groups, kh, kw]
+      // [taps, C_in, C_out / groups] -> [C_out, C_in / groups, kh, kw], always a copy: summed is a
+      // workspace the next call overwrites
       grad_weight = summed.view({K, g.groups, per_group, per_out})
                         .permute({1, 3, 2, 0})
-                        .reshape({g.out_channels, per_group, g.kernel_h, g.kernel_w});
+                        .clone(at::MemoryFormat::Contiguous)
+                        .view({g.out_channels, per_group, g.kernel_h, g.kernel_w});
     }
   }
 };

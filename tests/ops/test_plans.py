@@ -158,3 +158,18 @@ def test_taps_outside_the_image_add_zero_whatever_the_input(name):
     with cpu_plan(name):
         out = segdcn.ops.deform_conv2d(t["input"], t["offset"], t["weight"], t["bias"], mask=t["mask"], padding=1)
     assert torch.equal(out, t["bias"].view(1, -1, 1, 1).expand_as(out))
+
+
+@pytest.mark.parametrize("name", PLANS)
+def test_results_do_not_share_the_op_workspace(name):
+    """The CPU op keeps its temporaries between calls: no result may live in them (a 1x1 depthwise weight
+    gradient, a plain view of its buffer, once did not)."""
+    case = ConvCase(in_channels=4, out_channels=4, groups=4, kernel=(1, 1), padding=(0, 0), mask=True)
+    with cpu_plan(name):
+        first_out, first, grad_out = run(segdcn.ops.deform_conv2d, case, case.tensors(torch.float64, seed=0))
+        kept = {k: v.clone() for k, v in first.items()}
+        kept_out = first_out.clone()
+        run(segdcn.ops.deform_conv2d, case, case.tensors(torch.float64, seed=1), grad_out)
+    assert torch.equal(first_out, kept_out)
+    for k, v in first.items():
+        assert torch.equal(v, kept[k]), k
