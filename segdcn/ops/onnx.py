@@ -89,6 +89,9 @@ class OrtDeformConv:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+            # Its worker threads otherwise spin between runs and take a core from whatever runs next in
+            # the process: in scripts/bench_ops.py on 2 cores, that doubled F.conv2d's or segdcn's time.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.mask = mask
 
