@@ -122,8 +122,8 @@ def test_bench_ops_results(tmp_path):
     assert result.returncode == 0, result.stderr
     text = path.read_text()
     assert_provenance(text, "python scripts/bench_ops.py " + " ".join(args))
-    assert "| threads | shape | conv_fwd ms |" in text and "| N=1 8->8 9x9 d=2 | 1 -> 2 |" in text
-    assert "targets: fwd / conv <= 1.5" in text and ("PASS" in text or "FAIL" in text)
+    assert "| threads | shape | kind | conv_fwd ms |" in text and "| N=1 8->8 9x9 d=2 | 1 -> 2 |" in text
+    assert "- small map: fwd / conv <= 1.3" in text and ("PASS" in text or "FAIL" in text)
     report = json.loads((tmp_path / "bench_ops.json").read_text())
     assert report["provenance"]["command"] == "python scripts/bench_ops.py " + " ".join(args)
 

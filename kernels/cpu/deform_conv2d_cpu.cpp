@@ -15,6 +15,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
 #include <torch/library.h>
 
 #include <array>
@@ -319,6 +320,9 @@ at::Tensor workspace(Slot slot, at::IntArrayRef shape, const at::TensorOptions& 
   at::Tensor& buffer = cache[slot];
   if (!buffer.defined() || buffer.dtype() != options.dtype() || buffer.numel() < numel) {
     buffer = at::Tensor();  // the old one goes first, so the peak is not both
+    // A normal tensor even when this call runs under torch.inference_mode: an inference tensor kept
+    // here would make the next call outside it fail on its first in-place write.
+    c10::InferenceMode normal(false);
     buffer = at::empty({numel}, options);
   }
   return buffer.narrow(0, 0, numel).view(shape);

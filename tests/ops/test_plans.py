@@ -173,3 +173,19 @@ def test_results_do_not_share_the_op_workspace(name):
     assert torch.equal(first_out, kept_out)
     for k, v in first.items():
         assert torch.equal(v, kept[k]), k
+
+
+@pytest.mark.parametrize("name", PLANS)
+def test_a_call_under_inference_mode_leaves_the_next_training_call_working(name):
+    """The workspace outlives a call: one made under torch.inference_mode (an evaluation, bench_model's
+    forward) must not leave inference tensors that the next call's in-place writes would refuse."""
+    case = ConvCase(in_channels=4, out_channels=4, groups=4 if name == "direct" else 1, mask=True)
+    tensors = case.tensors(torch.float32, seed=0)
+    with cpu_plan(name):
+        with torch.inference_mode():
+            t = {k: v.clone() if v is not None else None for k, v in tensors.items()}
+            expected = segdcn.ops.deform_conv2d(
+                t["input"], t["offset"], t["weight"], t["bias"], mask=t["mask"], **case.kwargs()
+            )
+        out, grads, _ = run(segdcn.ops.deform_conv2d, case, tensors)
+    assert torch.equal(out.detach(), expected) and all(g is not None for g in grads.values())
