@@ -75,6 +75,15 @@ DeformConvPlan deform_conv2d_plan(int64_t in_channels, int64_t out_channels, int
 DeformConvPlan force_deform_conv2d_plan(DeformConvPlan plan);
 const char* plan_name(DeformConvPlan plan);
 
+// How the CPU im2col plan multiplies a tile of columns by the weights (docs/operator.md, "Plans"):
+// one GEMM over all taps (kRows), or one per tap over only the rows where that tap samples inside
+// the image (kTaps), which skips the zero columns of taps in the padding on small maps. kAuto
+// chooses per tile by the share of (position, tap) pairs inside.
+enum class TapGemms { kAuto, kRows, kTaps };
+// For the tests: force one way for every CPU im2col call (kAuto: choose again); returns the previous.
+TapGemms force_tap_gemms(TapGemms mode);
+const char* tap_gemms_name(TapGemms mode);
+
 // The checked geometry of a call; throws with the argument's name on a mismatch.
 DeformConvGeometry deform_conv2d_geometry(const at::Tensor& input, const at::Tensor& weight,
                                           const at::Tensor& offset, const c10::optional<at::Tensor>& mask,

@@ -5,6 +5,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <cstring>
 #include <string>
 
 #include "deform_conv2d.h"
@@ -106,12 +107,26 @@ PyObject* force_deform_conv2d_plan(PyObject*, PyObject* args) {
   return PyUnicode_FromString(segdcn::plan_name(segdcn::force_deform_conv2d_plan(plan)));
 }
 
+PyObject* force_tap_gemms(PyObject*, PyObject* args) {
+  const char* name;
+  if (!PyArg_ParseTuple(args, "s", &name)) return nullptr;
+  for (auto mode : {segdcn::TapGemms::kAuto, segdcn::TapGemms::kRows, segdcn::TapGemms::kTaps}) {
+    if (std::strcmp(name, segdcn::tap_gemms_name(mode)) == 0)
+      return PyUnicode_FromString(segdcn::tap_gemms_name(segdcn::force_tap_gemms(mode)));
+  }
+  PyErr_Format(PyExc_ValueError, "tap GEMMs must be auto, rows or taps, got '%s'", name);
+  return nullptr;
+}
+
 PyMethodDef methods[] = {
     {"build_info", build_info, METH_NOARGS, "Facts about how segdcn._C was built."},
     {"deform_conv2d_plan", deform_conv2d_plan, METH_VARARGS,
      "deform_conv2d_plan(in_channels, out_channels, groups) -> 'im2col' or 'direct': the plan such a call runs."},
     {"_force_deform_conv2d_plan", force_deform_conv2d_plan, METH_VARARGS,
      "For tests: run every deform_conv2d on 'im2col', 'direct' or 'auto'; returns the previous setting."},
+    {"_force_tap_gemms", force_tap_gemms, METH_VARARGS,
+     "For tests: the CPU im2col plan's GEMMs over whole rows ('rows'), per tap ('taps') or chosen per tile "
+     "('auto'); returns the previous setting."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "segdcn's C++/CUDA operators (torch.ops.segdcn).", -1, methods};

@@ -526,6 +526,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--no-torchvision", action="store_true", help="skip torchvision (slow on the CPU)")
     parser.add_argument(
+        "--im2col-gemms",
+        choices=("auto", "rows", "taps"),
+        default="auto",
+        help="how the CPU im2col plan multiplies its columns: chosen per tile (auto), one GEMM over whole rows, "
+        "or one per tap over the rows where it is inside (docs/operator.md, Plans; default: %(default)s)",
+    )
+    parser.add_argument(
         "--memory",
         action="store_true",
         help="also measure the peak memory of the op's temporaries at N=1 and N=8 (512->512, 65x65)",
@@ -572,6 +579,20 @@ def main(argv=None) -> int:
     if cuda and not info["cuda"]:
         print("segdcn._C was built without its CUDA kernels (no nvcc, or SEGDCN_CUDA=0): rebuild it", file=sys.stderr)
         return 1
+    if cuda and args.im2col_gemms != "auto":
+        parser.error("--im2col-gemms is a setting of the CPU op")
+    from segdcn import _C  # built: checked above
+
+    before = _C._force_tap_gemms(args.im2col_gemms)
+    try:
+        return measure(args, argv, device, thread_counts, roi_config, info)
+    finally:
+        _C._force_tap_gemms(before)
+
+
+def measure(args, argv, device: torch.device, thread_counts: list[int], roi_config: list[int], info: dict) -> int:
+    """main's measurements, tables and results files, once the arguments are checked."""
+    cuda = device.type == "cuda"
     transcript = Transcript()  # what --results writes
     emit = transcript.emit
     where = (
@@ -580,6 +601,8 @@ def main(argv=None) -> int:
         else f"{platform.processor() or platform.machine()}, float32, CPU"
     )
     rounds = f"median of {args.rounds} rounds x {args.repeat} runs"
+    if args.im2col_gemms != "auto":
+        rounds += f"; im2col GEMMs forced to {args.im2col_gemms}"
     emit(f"segdcn {segdcn.__version__}, torch {torch.__version__}, {where}; {rounds}")
     results = bench_device(args, device, emit) if cuda and not args.roi_only else []
     # Rounds and thread counts inside the shape loop: a shape's measurements alternate between

@@ -19,6 +19,7 @@
 #include <torch/library.h>
 
 #include <array>
+#include <atomic>
 #include <vector>
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -310,7 +311,18 @@ void transpose_parallel(const T* src, int64_t src_stride, T* dst, int64_t dst_st
 // buffers. A slot keeps its largest buffer up to kMaxCachedBytes (larger ones are allocated per
 // call), so a thread that ran the op holds a few tens of MiB; the slots hold a call's temporaries
 // only, never a tensor returned to the caller, and no call uses a slot twice.
-enum Slot { kPaddedInput, kColumns, kGradColumns, kProducts, kRows, kGradPadded, kGradWeight, kSlots };
+enum Slot {
+  kPaddedInput,
+  kColumns,
+  kGradColumns,
+  kProducts,
+  kRows,
+  kGradPadded,
+  kGradWeight,
+  kTapColumns,
+  kTapProducts,
+  kSlots
+};
 constexpr int64_t kMaxCachedBytes = int64_t(64) << 20;
 
 at::Tensor workspace(Slot slot, at::IntArrayRef shape, const at::TensorOptions& options) {
@@ -511,6 +523,95 @@ void for_each_image(int64_t r0, int64_t r1, int64_t P, Fn fn) {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// GEMMs per tap. On a small map much of a dilated kernel lies in the padding: at 8x8 with
+// dilation 4, 5 of a position's 9 taps sample only zeros (F.conv2d skips them), yet the
+// whole-row GEMM multiplies their zero columns like any other. Per tap, the rows where the tap
+// samples inside the image for some offset group are gathered and multiplied by that tap's
+// weights alone, and the products added back to their rows: the GEMMs shrink to the share of
+// (position, tap) pairs inside, at the cost of K GEMMs with a K-times smaller inner dimension and
+// one gather per tap. Which pairs are inside follows the offsets, so it is decided per tile.
+
+// Up to this share of (position, tap) pairs inside, a tile takes the per-tap GEMMs: measured with
+// scripts/bench_ops.py at 2 threads (docs/operator.md, "Plans").
+constexpr double kTapGemmsMaxInside = 0.75;
+
+std::atomic<TapGemms> forced_tap_gemms{TapGemms::kAuto};
+
+// The tile rows where each tap samples inside the image, tap after tap.
+struct TapRows {
+  std::vector<int64_t> start;  // taps + 1 entries: tap k's rows are rows[start[k], start[k + 1])
+  std::vector<int64_t> rows;
+
+  int64_t count(int64_t k) const { return start[k + 1] - start[k]; }
+  const int64_t* of(int64_t k) const { return rows.data() + start[k]; }
+};
+
+// The tap rows of rows [r0, r1) of a chunk; a pair is inside when some offset group's sample is
+// (TapReader's test, so exactly the pairs whose columns the passes fill and read).
+template <typename T>
+TapRows inside_taps(const Chunk<T>& c, int64_t r0, int64_t r1) {
+  const int64_t K = c.g.taps(), P = c.g.out_positions(), OG = c.g.offset_groups, rows = r1 - r0;
+  std::vector<uint8_t> inside(rows * K);
+  at::parallel_for(r0, r1, grain_for(K * OG * 16), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / P;
+      const GridRow grid = c.tap_at.row(r % P);
+      for (int64_t k = 0; k < K; ++k) {
+        bool any = false;
+        for (int64_t og = 0; og < OG && !any; ++og) any = c.tap_at(n, og, k, grid).inside;
+        inside[(r - r0) * K + k] = any;
+      }
+    }
+  });
+  TapRows t;
+  t.start.resize(K + 1);
+  t.rows.reserve(rows * K);
+  for (int64_t k = 0; k < K; ++k) {
+    t.start[k] = int64_t(t.rows.size());
+    for (int64_t r = 0; r < rows; ++r)
+      if (inside[r * K + k]) t.rows.push_back(r);
+  }
+  t.start[K] = int64_t(t.rows.size());
+  return t;
+}
+
+bool use_tap_gemms(const TapRows& t, int64_t rows) {
+  switch (forced_tap_gemms.load()) {
+    case TapGemms::kRows:
+      return false;
+    case TapGemms::kTaps:
+      return true;
+    default:
+      return double(t.rows.size()) <= kTapGemmsMaxInside * double(rows * (int64_t(t.start.size()) - 1));
+  }
+}
+
+// dst[i, :len] = src[rows[i] * src_stride, :len] for i < n.
+template <typename T>
+void gather_rows(const T* src, int64_t src_stride, const int64_t* rows, int64_t n, int64_t len, T* dst) {
+  at::parallel_for(0, n, grain_for(len), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) std::copy(src + rows[i] * src_stride, src + rows[i] * src_stride + len, dst + i * len);
+  });
+}
+
+// dst[rows[i] * dst_stride, :len] (+)= src[i, :len] for i < n; the rows are distinct.
+template <typename T, bool kAdd>
+void put_rows(const T* src, const int64_t* rows, int64_t n, int64_t len, T* dst, int64_t dst_stride) {
+  at::parallel_for(0, n, grain_for(len), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      T* d = dst + rows[i] * dst_stride;
+      const T* v = src + i * len;
+      if (kAdd) {
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) d[j] += v[j];
+      } else {
+        std::copy(v, v + len, d);
+      }
+    }
+  });
+}
+
 // The driver: chunks of whole images (a padded copy of each chunk's input), tiles of rows
 // within a chunk, and per tile the passes and the GEMMs against the weight reordered to
 // [groups, C_out / groups, taps * C_in / groups] (the order of a row's entries).
@@ -551,6 +652,76 @@ struct TiledDeformConv {
     return rows.view({rows.size(0), g.groups, -1}).select(1, k);
   }
 
+  // Whether rows [r0, r1) take the per-tap GEMMs; if so, `taps` says which rows each tap has.
+  bool tile_by_tap(const Chunk<T>& c, int64_t r0, int64_t r1, TapRows& taps) const {
+    if (forced_tap_gemms.load() == TapGemms::kRows) return false;
+    taps = inside_taps(c, r0, r1);
+    return use_tap_gemms(taps, r1 - r0);
+  }
+
+  // Weight group k's columns of tap t are entries [k * K * per_group + t * per_group, + per_group) of a row.
+  int64_t tap_column(int64_t k, int64_t t) const {
+    const int64_t per_group = g.in_channels / g.groups;
+    return (k * g.taps() + t) * per_group;
+  }
+
+  // The forward GEMM of weight group k by tap: product = sum over taps t of the tile's tap-t columns
+  // x the tap's weights, over the rows where t is inside (the others' columns are zero).
+  void tap_products(const at::Tensor& tile, const TapRows& taps, int64_t k, at::Tensor& product) const {
+    const int64_t per_group = g.in_channels / g.groups, per_out = g.out_channels / g.groups;
+    product.zero_();
+    for (int64_t t = 0; t < g.taps(); ++t) {
+      const int64_t n = taps.count(t);
+      if (n == 0) continue;
+      at::Tensor a = workspace(kTapColumns, {n, per_group}, tile.options());
+      gather_rows(tile.const_data_ptr<T>() + tap_column(k, t), tile.stride(0), taps.of(t), n, per_group,
+                  a.mutable_data_ptr<T>());
+      at::Tensor p = workspace(kTapProducts, {n, per_out}, tile.options());
+      at::mm_out(p, a, weight[k].narrow(1, t * per_group, per_group).t());
+      put_rows<T, true>(p.const_data_ptr<T>(), taps.of(t), n, per_out, product.mutable_data_ptr<T>(),
+                        product.stride(0));
+    }
+  }
+
+  // The grad columns by tap, from the tile's grad_output positions-major (gt, [rows, C_out]); the
+  // columns of a tap where it is outside are left as they are: no pass reads them.
+  void tap_grad_columns(const at::Tensor& gt, const TapRows& taps, at::Tensor& gcol_tile) const {
+    const int64_t per_group = g.in_channels / g.groups, per_out = g.out_channels / g.groups;
+    for (int64_t k = 0; k < g.groups; ++k) {
+      for (int64_t t = 0; t < g.taps(); ++t) {
+        const int64_t n = taps.count(t);
+        if (n == 0) continue;
+        at::Tensor go = workspace(kTapProducts, {n, per_out}, gt.options());
+        gather_rows(gt.const_data_ptr<T>() + k * per_out, gt.stride(0), taps.of(t), n, per_out,
+                    go.mutable_data_ptr<T>());
+        at::Tensor r = workspace(kTapColumns, {n, per_group}, gt.options());
+        at::mm_out(r, go, weight[k].narrow(1, t * per_group, per_group));
+        put_rows<T, false>(r.const_data_ptr<T>(), taps.of(t), n, per_group,
+                           gcol_tile.mutable_data_ptr<T>() + tap_column(k, t), gcol_tile.stride(0));
+      }
+    }
+  }
+
+  // The weight gradient by tap: grad_weight[k] rows of tap t += columns^T x grad_output over the rows
+  // where t is inside.
+  void tap_weight_grads(const at::Tensor& col_tile, const at::Tensor& gt, const TapRows& taps,
+                        at::Tensor& grad_weight) const {
+    const int64_t per_group = g.in_channels / g.groups, per_out = g.out_channels / g.groups;
+    for (int64_t k = 0; k < g.groups; ++k) {
+      for (int64_t t = 0; t < g.taps(); ++t) {
+        const int64_t n = taps.count(t);
+        if (n == 0) continue;
+        at::Tensor a = workspace(kTapColumns, {n, per_group}, gt.options());
+        gather_rows(col_tile.const_data_ptr<T>() + tap_column(k, t), col_tile.stride(0), taps.of(t), n,
+                    per_group, a.mutable_data_ptr<T>());
+        at::Tensor go = workspace(kTapProducts, {n, per_out}, gt.options());
+        gather_rows(gt.const_data_ptr<T>() + k * per_out, gt.stride(0), taps.of(t), n, per_out,
+                    go.mutable_data_ptr<T>());
+        grad_weight[k].narrow(0, t * per_group, per_group).addmm_(a.t(), go);
+      }
+    }
+  }
+
   void forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask, at::Tensor& output) const {
     const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups;
     at::Tensor cols = workspace(kColumns, {tile_rows, g.in_channels * g.taps()}, input.options());
@@ -565,12 +736,18 @@ struct TiledDeformConv {
         const int64_t r1 = std::min(r0 + tile_rows, m * P);
         const at::Tensor tile = cols.narrow(0, 0, r1 - r0);
         sample_rows(c, r0, r1, tile.mutable_data_ptr<T>());
-        // One GEMM per tile and group, positions-major ([rows, C_out / groups]): MKL runs this
-        // orientation 5-15% faster than the output's [C_out, positions] one, which pays for the
+        TapRows taps;
+        const bool by_tap = tile_by_tap(c, r0, r1, taps);
+        // One GEMM per tile and group (or per tap), positions-major ([rows, C_out / groups]): MKL runs
+        // this orientation 5-15% faster than the output's [C_out, positions] one, which pays for the
         // transposed copy of the (cache-resident) product into the output.
         for (int64_t k = 0; k < g.groups; ++k) {
           at::Tensor product = products.narrow(0, 0, r1 - r0);
-          at::mm_out(product, group(tile, k), weight[k].t());
+          if (by_tap) {
+            tap_products(tile, taps, k, product);
+          } else {
+            at::mm_out(product, group(tile, k), weight[k].t());
+          }
           for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
             transpose_parallel(product.const_data_ptr<T>() + t * per_out, per_out,
                                out[n][k].mutable_data_ptr<T>() + p, P, len, per_out);
@@ -592,8 +769,7 @@ struct TiledDeformConv {
     // [rows, C_out], so that one GEMM per group covers the tile: read in place, image by image, the
     // GEMMs' inner dimension is one image's positions (64 on an 8x8 map), where MKL runs at a fraction
     // of its speed, and there are two per image.
-    const bool gathered = P < tile_rows;
-    at::Tensor gout_tile = gathered ? workspace(kProducts, {tile_rows, g.out_channels}, input.options()) : at::Tensor();
+    const bool many_images = P < tile_rows;
     const int64_t images = std::min(chunk_images, g.batch);
     at::Tensor padded_input = padded_buffer(g, images, input.options(), kPaddedInput, true);
     // one input-gradient buffer per thread (scatter_rows), summed when a chunk is done
@@ -618,7 +794,12 @@ struct TiledDeformConv {
         auto gout_block = [&](int64_t n, int64_t k, int64_t p, int64_t len) {
           return gout[n].narrow(0, k * per_out, per_out).narrow(1, p, len);
         };
-        at::Tensor gt = gathered ? gout_tile.narrow(0, 0, rows) : at::Tensor();
+        TapRows taps;
+        const bool by_tap = tile_by_tap(c, r0, r1, taps);
+        // the per-tap GEMMs gather rows of grad_output, so they read it positions-major too
+        const bool gathered = many_images || by_tap;
+        at::Tensor gt = gathered ? workspace(kProducts, {tile_rows, g.out_channels}, input.options()).narrow(0, 0, rows)
+                                 : at::Tensor();
         if (gathered) {
           const T* src = gout.const_data_ptr<T>();
           T* dst = gt.mutable_data_ptr<T>();
@@ -627,7 +808,9 @@ struct TiledDeformConv {
                             g.out_channels, len);
           });
         }
-        if ((need_input || need_offset) && gathered) {
+        if ((need_input || need_offset) && by_tap) {
+          tap_grad_columns(gt, taps, gcol_tile);
+        } else if ((need_input || need_offset) && gathered) {
           for (int64_t k = 0; k < g.groups; ++k) {
             at::Tensor block = group(gcol_tile, k);
             at::mm_out(block, gt.narrow(1, k * per_out, per_out), weight[k]);
@@ -647,7 +830,9 @@ struct TiledDeformConv {
           sample_rows(c, r0, r1, col_tile.mutable_data_ptr<T>());
         }
         if (need_input) scatter_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), padded_grads);
-        if (need_weight && gathered) {
+        if (need_weight && by_tap) {
+          tap_weight_grads(col_tile, gt, taps, grad_weight);
+        } else if (need_weight && gathered) {
           for (int64_t k = 0; k < g.groups; ++k) {
             grad_weight[k].addmm_(group(col_tile, k).t(), gt.narrow(1, k * per_out, per_out));
           }
@@ -1261,6 +1446,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
 }
 
 }  // namespace
+
+TapGemms force_tap_gemms(TapGemms mode) { return forced_tap_gemms.exchange(mode); }
+
+const char* tap_gemms_name(TapGemms mode) {
+  switch (mode) {
+    case TapGemms::kRows:
+      return "rows";
+    case TapGemms::kTaps:
+      return "taps";
+    default:
+      return "auto";
+  }
+}
 
 TORCH_LIBRARY_IMPL(segdcn, CPU, m) {
   m.impl("deform_conv2d", &forward_cpu);

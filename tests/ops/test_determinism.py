@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import segdcn.ops
+from segdcn import _C
 from tests.helpers import ROOT
 
 THREADS = 2
@@ -105,8 +106,16 @@ def conv(input, offset, weight, bias, mask):
 @pytest.mark.usefixtures("two_threads")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("modulated", [False, True], ids=["dcnv1", "modulated"])
-def test_deform_conv2d_cpu_is_bitwise_reproducible(dtype, modulated):
-    leaves = conv_leaves(dtype, modulated)
+@pytest.mark.parametrize("gemms", ["rows", "taps"])  # the im2col plan's two ways (tests/ops/test_plans.py)
+def test_deform_conv2d_cpu_is_bitwise_reproducible(dtype, modulated, gemms):
+    before = _C._force_tap_gemms(gemms)
+    try:
+        check_reproducible(conv_leaves(dtype, modulated), modulated)
+    finally:
+        _C._force_tap_gemms(before)
+
+
+def check_reproducible(leaves: dict[str, torch.Tensor | None], modulated: bool) -> None:
     result = forward_backward(conv, leaves)
     expected = {"output", "grad_input", "grad_offset", "grad_weight", "grad_bias"} | (
         {"grad_mask"} if modulated else set()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import re
 
 import pytest
 import torch
 
+from segdcn import _C
 from tests.helpers import load_script, run_python, run_without_extension
 
 WITHOUT_EXTENSION = """
@@ -68,6 +71,18 @@ def test_bench_ops_measures_the_temporaries():
     n1, n8 = (float(v) for v in re.findall(r"N=[18] (\d+) MiB", line))
     # the temporaries of one 512x65x65 image: at least the padded channels-last input, at most a few tiles more
     assert 8 <= n1 <= 400 and line.endswith("PASS"), line
+
+
+def test_bench_ops_forces_the_im2col_gemms_and_restores_them():
+    bench = load_script("bench_ops")
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert bench.main(["--shapes", "2x8x8x4", "--repeat", "1", "--rounds", "1", "--no-torchvision",
+                           "--im2col-gemms", "taps"]) == 0  # fmt: skip
+    assert "im2col GEMMs forced to taps" in out.getvalue()
+    assert _C._force_tap_gemms("auto") == "auto"  # main put the setting back
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+        bench.main(["--im2col-gemms", "tap"])
+    assert "--im2col-gemms: invalid choice: 'tap'" in err.getvalue()
 
 
 def test_bench_ops_rejects_a_bad_shape():

@@ -18,17 +18,23 @@ from segdcn.ops import reference
 from tests.helpers import ConvCase, assert_close, run
 from tests.ops.test_deform_conv import check_against_torchvision, check_gradcheck, draw_geometry
 
-PLANS = ("im2col", "direct")
+# The im2col plan multiplies its columns by the weights in one GEMM over whole rows or in one GEMM per
+# tap over the rows where the tap is inside (chosen per tile; both forced here), and the direct plan.
+PLANS = ("im2col-rows", "im2col-taps", "direct")
 
 
 @contextlib.contextmanager
 def cpu_plan(name: str):
-    """Every deform_conv2d in the block runs on plan `name` (a process-wide setting of segdcn._C)."""
-    before = _C._force_deform_conv2d_plan(name)
+    """Every deform_conv2d in the block runs on plan `name` ("im2col-rows" and "im2col-taps": the im2col
+    plan with its GEMMs forced to one way; process-wide settings of segdcn._C)."""
+    plan, _, gemms = name.partition("-")
+    before = _C._force_deform_conv2d_plan(plan)
+    before_gemms = _C._force_tap_gemms(gemms or "auto")
     try:
         yield
     finally:
         _C._force_deform_conv2d_plan(before)
+        _C._force_tap_gemms(before_gemms)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +60,8 @@ def test_plan_arguments_are_checked():
     with cpu_plan("direct"):
         assert _C.deform_conv2d_plan(512, 512, 1) == "direct"
     assert _C.deform_conv2d_plan(512, 512, 1) == "im2col"
+    with pytest.raises(ValueError, match="tap GEMMs must be auto, rows or taps, got 'tap'"):
+        _C._force_tap_gemms("tap")
 
 
 @st.composite
@@ -105,10 +113,10 @@ def test_direct_plan_float32(case):
             offset_groups=4,
             stride=(2, 1),
             dilation=(1, 2),
-        ),  # fmt: skip
+        ),
         ConvCase(
             batch=1, in_channels=6, out_channels=6, height=4, width=4, groups=3, mask=True, bias=False, offsets="far"
-        ),  # fmt: skip
+        ),
     ],
     ids=["depthwise-modulated", "grouped-offset-groups", "grouped-far"],
 )
@@ -145,6 +153,69 @@ def test_direct_plan_empty_batch():
         out, grads, _ = run(segdcn.ops.deform_conv2d, case, t)
     assert out.shape == (0, 4, *case.out_size)
     assert (grads["weight"] == 0).all() and grads["weight"].shape == t["weight"].shape
+
+
+# A dilated kernel on a small map: at 8x8 with dilation 4 and zero offsets, 4 of a position's 9 taps on
+# average sample inside (the demo's res5), so the im2col plan takes the per-tap GEMMs; on a 33x33 map
+# with dilation 1, 94% of the pairs are inside and it takes the whole-row GEMM.
+SMALL_MAP = ConvCase(batch=4, in_channels=16, out_channels=16, height=8, width=8, padding=(4, 4),
+                     dilation=(4, 4), offsets="zero")  # fmt: skip
+LARGE_MAP = ConvCase(batch=1, in_channels=16, out_channels=16, height=33, width=33)
+
+
+@pytest.mark.parametrize("case,way", [(SMALL_MAP, "taps"), (LARGE_MAP, "rows")], ids=["small-map", "large-map"])
+def test_im2col_gemms_are_chosen_by_the_share_of_taps_inside(case, way):
+    """auto gives bitwise what the expected way forced gives, and the other way differs in float32's last
+    bits (so the comparison tells the two apart)."""
+    tensors = case.tensors(torch.float32)
+    results = {}
+    for name in ("im2col-rows", "im2col-taps", "im2col"):
+        with cpu_plan(name):
+            results[name] = run(segdcn.ops.deform_conv2d, case, tensors)
+    other = "rows" if way == "taps" else "taps"
+    auto_out, auto_grads, _ = results["im2col"]
+    chosen_out, chosen_grads, _ = results[f"im2col-{way}"]
+    assert torch.equal(auto_out, chosen_out)
+    assert all(torch.equal(auto_grads[k], chosen_grads[k]) for k in auto_grads)
+    other_out, other_grads, _ = results[f"im2col-{other}"]
+    assert not (torch.equal(auto_out, other_out) and torch.equal(auto_grads["weight"], other_grads["weight"]))
+    assert_close(other_out, auto_out, 1e-5, "the other way's output")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dataclasses.replace(
+            SMALL_MAP,
+            batch=2,
+            in_channels=3,
+            out_channels=4,
+            height=5,
+            width=5,
+            padding=(2, 2),
+            dilation=(2, 2),
+            offsets="normal",
+            mask=True,
+        ),
+        dataclasses.replace(
+            SMALL_MAP,
+            batch=1,
+            in_channels=4,
+            out_channels=4,
+            height=4,
+            width=5,
+            padding=(2, 2),
+            dilation=(2, 2),
+            groups=2,
+            offset_groups=2,
+            offsets="far",
+        ),
+    ],
+    ids=["modulated", "grouped-far"],
+)
+def test_per_tap_gemms_gradcheck(case):
+    with cpu_plan("im2col-taps"):
+        check_gradcheck(case)
 
 
 @pytest.mark.parametrize("name", PLANS)
