@@ -61,6 +61,20 @@ def _seed_gains(table: AblationTable, row: TableRow) -> str:
     return f"{spread} over {len(values)} seeds, {positive} of {len(values)} positive: {seeds}"
 
 
+def _speeds(table: AblationTable) -> str:
+    """Each row's training iterations per second and its time per iteration over the first row's; empty
+    unless every run of every row recorded its speed (runs on other machines or settings compare only
+    roughly: the line says what the runs measured, not what the layers cost)."""
+    speeds = [row.it_per_s for row in table.rows]
+    if not table.rows or any(s is None for s in speeds):
+        return ""
+    first = speeds[0]
+    return "; ".join(
+        f"{row.label} {speed:.1f} it/s" + ("" if i == 0 else f" ({first / speed:.2f}x the first row's time)")
+        for i, (row, speed) in enumerate(zip(table.rows, speeds, strict=True))
+    )
+
+
 def to_markdown(table: AblationTable) -> str:
     """The table with a heading, then the notes, missing rows and runs, and the runs left out."""
     paper = load_paper()
@@ -82,6 +96,8 @@ def to_markdown(table: AblationTable) -> str:
     for row in table.rows:
         lines.append("| " + " | ".join(_cells(table, row)) + " |")
     extra = [f"- same-seed gain, {row.label}: {line}" for row in table.rows if (line := _seed_gains(table, row))]
+    if speed := _speeds(table):
+        extra.append(f"- training speed (median of the runs' iterations/s): {speed}")
     extra += [f"- missing row: {m}" for m in table.missing_rows]
     extra += [f"- missing run: {m}" for m in table.missing_runs]
     extra += [f"- left out: {p}" for p in table.problems]

@@ -29,6 +29,7 @@ class RunResult:
     config: dict[str, Any]  # KEY_CONFIG values by CLI key ("model.dcn.layers": 3); absent keys are None
     miou: float | None  # final mIoU as a fraction (summary.json's scale); None: the run has none
     state: str  # finished | running | failed | crashed | ...
+    it_per_s: float | None = None  # training iterations per second (summary.json's it_per_s), if recorded
 
     def get(self, key: str) -> Any:
         return self.config.get(key)
@@ -40,15 +41,18 @@ class RunResult:
 
 def run_from_summary(name: str, summary: Mapping[str, Any], config: Mapping[str, Any]) -> RunResult:
     """A RunResult from a summary (summary.json or a W&B run summary) and the run's key config values."""
-    miou = summary.get("miou")
-    if isinstance(miou, bool) or not isinstance(miou, int | float):
-        miou = None
     return RunResult(
         name=name,
         config={key: config.get(key) for key in KEY_CONFIG},
-        miou=None if miou is None else float(miou),
+        miou=_number(summary.get("miou")),
         state=str(summary.get("state") or "unknown"),
+        it_per_s=_number(summary.get("it_per_s")),
     )
+
+
+def _number(value: Any) -> float | None:
+    """A finite-or-not float of a summary value, None for anything that is not a number."""
+    return None if isinstance(value, bool) or not isinstance(value, int | float) else float(value)
 
 
 # ---- run and sweep directories ----

@@ -61,6 +61,14 @@ class TableRow:
     def std(self) -> float | None:
         return statistics.stdev(self.mious) if len(self.runs) > 1 else None
 
+    @property
+    def it_per_s(self) -> float | None:
+        """The runs' median training iterations per second; None unless every run recorded a finite one."""
+        speeds = [r.it_per_s for r in self.runs]
+        if not speeds or any(s is None or not math.isfinite(s) or s <= 0 for s in speeds):
+            return None
+        return statistics.median(speeds)
+
 
 @dataclass
 class AblationTable:

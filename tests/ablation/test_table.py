@@ -20,7 +20,7 @@ from tests.helpers import run_python
 
 def write_run(
     root: Path, name: str, layers: int, seed: int, miou: float | None, *, dataset="voc_aug", experiment="paper_voc",
-    state="finished", dilation=None,
+    state="finished", dilation=None, it_per_s=None,
 ) -> Path:  # fmt: skip
     """A run directory as segdcn-train leaves it: summary.json with results and the key config values."""
     run = root / name
@@ -32,6 +32,8 @@ def write_run(
         "trainer.max_iters": 30000, "trainer.batch_size": 8, "optim.lr": 0.001,
     }  # fmt: skip
     summary = {"miou": miou, "pixel_acc": 0.9, "config": config, "state": state, "wandb": None}
+    if it_per_s is not None:
+        summary["it_per_s"] = it_per_s
     (run / "summary.json").write_text(json.dumps(summary))
     return run
 
@@ -44,6 +46,22 @@ def table_cli(*args) -> SimpleNamespace:
 def row_line(markdown: str, label: str) -> list[str]:
     line = next(line for line in markdown.splitlines() if line.startswith(f"| {label} |"))
     return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_speed_line_gives_each_rows_median_speed_and_time_ratio(tmp_path):
+    sweep = tmp_path / "sweep"
+    runs = [(0, 0, 15.0), (0, 1, 14.0), (0, 2, 14.4), (3, 0, 12.0), (3, 1, 11.0), (3, 2, 11.6)]
+    for i, (layers, seed, speed) in enumerate(runs):
+        write_run(sweep, str(i), layers, seed, 0.7, it_per_s=speed)
+    result = table_cli(sweep, "--rows", "0,3")
+    assert result.code == 0, result.err
+    line = next(x for x in result.out.splitlines() if x.startswith("- training speed"))
+    assert line.endswith(f"none 14.4 it/s; res5a,b,c 11.6 it/s ({14.4 / 11.6:.2f}x the first row's time)")
+    # one run without a recorded speed (a run from before it was recorded): no line
+    write_run(sweep, "6", 3, 3, 0.7)
+    result = table_cli(sweep, "--rows", "0,3")
+    assert result.code == 0, result.err
+    assert "training speed" not in result.out
 
 
 def test_paper_numbers_file_holds_the_papers_tables():

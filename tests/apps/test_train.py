@@ -130,6 +130,11 @@ def test_short_run_lowers_the_loss_and_writes_the_run_files(reference_run):
     assert [line["step"] for line in evals] == [4, 8]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["miou"] == evals[-1]["val/miou"]
+    # the run's speed: its logged windows' iterations over their summed time
+    speeds = [(line["step"], line["train/it_per_s"]) for line in lines if "train/it_per_s" in line]
+    window_starts = [0] + [step for step, _ in speeds[:-1]]
+    seconds = sum((step - start) / speed for (step, speed), start in zip(speeds, window_starts, strict=True))
+    assert summary["it_per_s"] == pytest.approx(8 / seconds, rel=1e-9)
     assert set(summary["per_class_iou"]) == set(label_set("synthetic").names)
     assert 0 < summary["pixel_acc"] <= 1
     assert summary["config"]["trainer.max_iters"] == 8 and summary["state"] == "finished"
