@@ -20,6 +20,7 @@
 
 #include <array>
 #include <atomic>
+#include <limits>
 #include <vector>
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -1094,6 +1095,55 @@ SEGDCN_SIMD_CLONES void depthwise_backward(Corners<double> s, const double* coef
   depthwise_backward_any(s, coeff, w, gout, gw, gx, len, per_corner);
 }
 
+// The taps of `count` consecutive positions of one image for one offset group and tap, exactly as
+// TapReader gives them, in arrays over the positions so that the loop runs in SIMD: dy, dx (and the
+// mask, or null) are those positions' offsets, contiguous in the offset tensor; h[q] + dh and
+// w[q] + dw their places on the input grid. With 8 offset groups a depthwise position has 72 taps
+// for 32 channels each, and computed one by one their arithmetic took as long as the channel loops.
+template <typename T, bool kMask>
+inline __attribute__((always_inline)) void tap_run_loop(const T* dy, const T* dx, const T* mask, const int32_t* h,
+                                                        const int32_t* w, int32_t dh, int32_t dw, int64_t count,
+                                                        int64_t height, int64_t width, int32_t* pixel, T* lh, T* lw,
+                                                        T* m, int32_t* inside) {
+  const T H = T(height), W = T(width);
+  const int32_t row = int32_t(width + 2);
+#pragma omp simd
+  for (int64_t q = 0; q < count; ++q) {
+    const T y = T(h[q] + dh) + dy[q], x = T(w[q] + dw) + dx[q];
+    const bool in = y > T(-1) && x > T(-1) && y < H && x < W;
+    // floor of a far (or nan) coordinate is never converted: outside taps read corner (0, 0)
+    const T fy = in ? floor_value(y) : T(0), fx = in ? floor_value(x) : T(0);
+    pixel[q] = (int32_t(fy) + 1) * row + int32_t(fx) + 1;
+    lh[q] = in ? y - fy : T(0);
+    lw[q] = in ? x - fx : T(0);
+    m[q] = in ? (kMask ? mask[q] : T(1)) : T(0);
+    inside[q] = in;
+  }
+}
+
+template <typename T>
+inline __attribute__((always_inline)) void tap_run_body(const T* dy, const T* dx, const T* mask, const int32_t* h,
+                                                        const int32_t* w, int32_t dh, int32_t dw, int64_t count,
+                                                        int64_t height, int64_t width, int32_t* pixel, T* lh, T* lw,
+                                                        T* m, int32_t* inside) {
+  if (mask) {
+    tap_run_loop<T, true>(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
+  } else {
+    tap_run_loop<T, false>(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
+  }
+}
+
+SEGDCN_SIMD_CLONES void tap_run(const float* dy, const float* dx, const float* mask, const int32_t* h, const int32_t* w,
+                                int32_t dh, int32_t dw, int64_t count, int64_t height, int64_t width, int32_t* pixel,
+                                float* lh, float* lw, float* m, int32_t* inside) {
+  tap_run_body(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
+}
+SEGDCN_SIMD_CLONES void tap_run(const double* dy, const double* dx, const double* mask, const int32_t* h,
+                                const int32_t* w, int32_t dh, int32_t dw, int64_t count, int64_t height, int64_t width,
+                                int32_t* pixel, double* lh, double* lw, double* m, int32_t* inside) {
+  tap_run_body(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
+}
+
 // Channels-last copies: dst[n, b, a] = src[n, a, b] for m images, parallel over images and bands
 // of rows of the destination.
 template <typename T>
@@ -1155,11 +1205,33 @@ struct DirectDeformConv {
   // another cache line and page, and with 8 offset groups those misses cost more than the
   // channel loops.
   void block_taps(const Chunk<T>& c, int64_t r0, int64_t count, GridRow* grid, Tap<T>* taps) const {
-    const int64_t n = r0 / P;
-    for (int64_t q = 0; q < count; ++q) grid[q] = c.tap_at.row(r0 % P + q);
-    for (int64_t og = 0; og < OG; ++og)
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t q = 0; q < count; ++q) taps[(og * K + k) * count + q] = c.tap_at(n, og, k, grid[q]);
+    const int64_t n = r0 / P, p0 = r0 % P;
+    if (c.plane() > std::numeric_limits<int32_t>::max() / 2) {  // tap_run's indices are 32-bit
+      for (int64_t q = 0; q < count; ++q) grid[q] = c.tap_at.row(p0 + q);
+      for (int64_t og = 0; og < OG; ++og)
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t q = 0; q < count; ++q) taps[(og * K + k) * count + q] = c.tap_at(n, og, k, grid[q]);
+      return;
+    }
+    int32_t h[kBlock], w[kBlock], pixel[kBlock], inside[kBlock];
+    T lh[kBlock], lw[kBlock], m[kBlock];
+    for (int64_t q = 0; q < count; ++q) {
+      grid[q] = c.tap_at.row(p0 + q);
+      h[q] = int32_t(grid[q].h);
+      w[q] = int32_t(grid[q].w);
+    }
+    const TapReader<T>& at = c.tap_at;
+    for (int64_t og = 0; og < OG; ++og) {
+      const int64_t nog = n * OG + og;
+      for (int64_t k = 0; k < K; ++k) {
+        const T* dy = at.offset + (nog * 2 * K + 2 * k) * P + p0;
+        const T* mask = at.mask ? at.mask + (nog * K + k) * P + p0 : nullptr;
+        tap_run(dy, dy + P, mask, h, w, int32_t(at.tap_h[k]), int32_t(at.tap_w[k]), count, g.height, g.width,
+                pixel, lh, lw, m, inside);
+        Tap<T>* out = taps + (og * K + k) * count;
+        for (int64_t q = 0; q < count; ++q) out[q] = Tap<T>{pixel[q], lh[q], lw[q], m[q], inside[q] != 0};
+      }
+    }
   }
 
   // Calls fn(r0, count) for blocks of up to kBlock rows of [begin, end) that stay in one image.
