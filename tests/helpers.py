@@ -51,9 +51,9 @@ def load_script(name: str):
 
 
 def one_thread_env() -> dict[str, str]:
-    """The environment of a training subprocess that is compared with another: segdcn importable and one
-    thread, as torchrun gives each of several workers, so that every run rounds alike."""
-    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    """The environment of a training subprocess that is compared with another: scripts/compare_topologies.py's
+    (segdcn importable, one thread as torchrun gives each of several workers, so that every run rounds alike)."""
+    return load_script("compare_topologies").one_thread_env()
 
 
 def logged_step(run_dir: Path) -> int:
