@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -188,13 +187,8 @@ def compare_runs(a: Path, b: Path) -> dict:
     figures: dict = {}
     for name, run in (("a", a), ("b", b)):
         summary = json.loads((run / "summary.json").read_text())
-        speeds = [
-            line["train/it_per_s"]
-            for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-            if "train/it_per_s" in line
-        ]
         figures[f"miou_{name}"] = summary["miou"]
-        figures[f"it_per_s_{name}"] = statistics.median(speeds) if speeds else None
+        figures[f"it_per_s_{name}"] = summary.get("it_per_s")  # the trainer's figure, as the ablation table's
     weights = [load_checkpoint(run / "checkpoints" / "last.pt")["model"] for run in (a, b)]
     diffs = [(weights[0][k].double() - weights[1][k].double()).abs().max().item() for k in weights[0]]
     figures["weights_bitwise_equal"] = all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -32,6 +32,7 @@ def test_gpu_check_runs_its_steps_and_writes_one_summary(tmp_path):
     # two CPU runs of one seed at one thread count are bitwise equal (tests/ops/test_determinism.py)
     assert train["weights_bitwise_equal"] is True and train["weights_max_abs_diff"] == 0.0
     assert 0 <= train["miou_a"] == train["miou_b"] <= 1
+    assert train["it_per_s_a"] > 0 and train["it_per_s_b"] > 0
     summary = (out / "gpu_check.md").read_text()
     assert summary.startswith("# GPU check") and "- command: `python scripts/gpu_check.py --device cpu" in summary
     assert "| train | passed |" in summary
