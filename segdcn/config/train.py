@@ -180,6 +180,7 @@ class LoggerConfig(Schema):
     # the offsets (offsets/<layer>/...) also go to metrics.jsonl and summary.json, with or without W&B
     offset_every: int = 0  # iterations between offset statistics of the training batch; 0: at evaluations only
     offset_images: int = 16  # the first N validation images give each evaluation's offset statistics
+    offset_picture: bool = True  # each evaluation draws analysis/offsets_<iteration>.png (and W&B offsets/sampling)
 
     def check(self) -> None:
         from segdcn.loggers.wandb_backend import MODES

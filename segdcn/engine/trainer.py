@@ -322,7 +322,8 @@ class Trainer:
         if self.is_main:
             self.logger.log_eval(result.metrics, self.iteration, list(self.labels.names), result.samples)
             if self.offsets is not None:
-                self.logger.log_offsets(offsets, self.iteration, picture=self.offsets.draw(self.iteration))
+                picture = self.offsets.draw(self.iteration) if self.cfg.logger.offset_picture else None
+                self.logger.log_offsets(offsets, self.iteration, picture=picture)
             log.info(
                 "iteration %d: mIoU %.4f, pixel accuracy %.4f (best %.4f)",
                 self.iteration,

@@ -193,6 +193,16 @@ def test_a_run_without_deformable_layers_logs_no_offsets(synthetic_set, tmp_path
     assert not (tmp_path / "analysis").exists()
 
 
+def test_offset_picture_false_keeps_the_statistics_and_draws_nothing(synthetic_set, tmp_path):
+    from segdcn.engine.trainer import Trainer
+
+    overrides = ("model.dcn.layers=2", "trainer.max_iters=2", "logger=none", "logger.offset_picture=false")
+    Trainer(compose("train", run_overrides(synthetic_set("small"), *overrides)), tmp_path).fit()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert any(key.startswith("offsets/") and key.endswith("/mean_abs_px") for key in summary)
+    assert not list(tmp_path.glob("analysis/offsets_*.png"))
+
+
 def test_inference_settings_beyond_one_pass_watch_the_whole_image(synthetic_set):
     """eval.flip (two passes per image) takes one extra whole-image pass: the same statistics as the default."""
     cfg = TrainConfig.from_config(
