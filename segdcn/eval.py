@@ -9,7 +9,8 @@ The dataset is the one the checkpoint was trained on (its config travels in the 
 `dataset.<key>=...` typed on the command line applied on top (say, a different root); `dataset=<name>`
 takes conf/dataset/<name>.yaml instead. The run directory (outputs/eval/<date>/<time>) gets
 summary.json (miou, per_class_iou by class name, pixel_acc, mean_acc, the official Cityscapes numbers
-when eval.official=true, and the settings) and config.yaml; the per-class table is printed. main()
+when eval.official=true, the deformable layers' offsets/<layer>/... statistics on the first
+offset_images images, and the settings) and config.yaml; the per-class table is printed. main()
 returns the mIoU, so Hydra's sweepers can optimise over evaluation settings.
 """
 
@@ -118,10 +119,12 @@ def run(cfg: DictConfig, run_dir: str | Path, chosen_dataset: str | None, overri
     """Loads the checkpoint, evaluates, writes summary.json and config.yaml to run_dir; the summary."""
     from hydra.utils import to_absolute_path
 
+    from segdcn.analysis.capture import paper_names
     from segdcn.data import build_dataset, label_set
     from segdcn.engine.checkpoint import load_checkpoint, model_from_checkpoint
     from segdcn.engine.device import check_precision_on, resolve_device
     from segdcn.engine.evaluate import evaluate
+    from segdcn.engine.offsets import OffsetMonitor
 
     run_dir = Path(run_dir)
     if OmegaConf.is_missing(cfg, "ckpt"):
@@ -157,6 +160,18 @@ def run(cfg: DictConfig, run_dir: str | Path, chosen_dataset: str | None, overri
         len(dataset),
         device,
     )
+    monitor = None
+    if settings.offset_images > 0 and paper_names(model):
+        monitor = OffsetMonitor.for_evaluation(
+            model,
+            dataset,
+            settings.eval,
+            dataset_cfg,
+            images=settings.offset_images,
+            precision=settings.precision,
+            class_names=names,
+            run_dir=run_dir,
+        )
     start = time.perf_counter()
     result = evaluate(
         model,
@@ -169,7 +184,9 @@ def run(cfg: DictConfig, run_dir: str | Path, chosen_dataset: str | None, overri
         class_names=names,
         progress=settings.progress,
         on_prediction=writer,
+        probe=monitor,
     )
+    offsets = monitor.eval_metrics(lambda total: total) if monitor is not None else {}  # one process: no sum
     official = None
     if writer is not None:
         from segdcn.engine.cityscapes_official import official_evaluation
@@ -200,6 +217,7 @@ def run(cfg: DictConfig, run_dir: str | Path, chosen_dataset: str | None, overri
         "device": str(device),
         "seconds": seconds,
         "confusion_matrix": metrics["confusion_matrix"],
+        **offsets,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").write_text(json.dumps(json_ready(summary), indent=2) + "\n")

@@ -22,10 +22,14 @@ class EvalAppConfig(Schema):
     device: str = "auto"  # auto | cpu | cuda | cuda:K
     precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 on CUDA only)
     progress: bool = True
+    # the first N images give summary.json's offsets/<layer>/... statistics (as segdcn-train's at each
+    # evaluation; a model without deformable layers has none); 0: none
+    offset_images: int = 16
 
     def check(self) -> None:
         check_device(self, "device")
         check_precision(self, "precision")
+        self.at_least("offset_images", 0, " (images; 0: no offset statistics)")
 
 
 @dataclass

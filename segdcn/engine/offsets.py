@@ -98,6 +98,37 @@ class OffsetMonitor:
         self._recorder = OffsetRecorder(model)  # hooks on for the watched forward passes only
 
     @classmethod
+    def for_evaluation(
+        cls,
+        model: nn.Module,
+        dataset,
+        eval_cfg: Any,
+        dataset_cfg: Any,
+        *,
+        images: int,
+        precision: str,
+        class_names: Sequence[str],
+        run_dir: Path,
+        every: int = 0,
+    ) -> OffsetMonitor:
+        """A monitor of the first `images` images that `evaluate(..., eval_cfg)` scores on `dataset` (of
+        config `dataset_cfg`); segdcn-eval's, and the trainer's through build()."""
+        ev = eval_cfg
+        return cls(
+            model,
+            dataset,
+            images=min(images, len(dataset), ev.max_images or len(dataset)),
+            every=every,
+            class_names=class_names,
+            ignore_index=int(dataset_cfg.ignore_index),
+            mean=dataset_cfg.mean,
+            std=dataset_cfg.std,
+            single_pass=ev.mode == "whole" and list(ev.scales) == [1.0] and not ev.flip,
+            precision=precision,
+            run_dir=run_dir,
+        )
+
+    @classmethod
     def build(cls, model: nn.Module, val_set, cfg: Any, run_dir: Path, class_names: Sequence[str]):
         """The monitor of a run with config `cfg` (a TrainConfig), or None when the model has no deformable
         layer: such a run logs no offset keys, whatever logger.offset_every says (a sweep over
@@ -110,21 +141,18 @@ class OffsetMonitor:
                     cfg.logger.offset_every,
                 )
             return None
-        images = min(cfg.logger.offset_images, len(val_set), cfg.eval.max_images or len(val_set))
-        ev = cfg.eval
-        monitor = cls(
+        monitor = cls.for_evaluation(
             model,
             val_set,
-            images=images,
+            cfg.eval,
+            cfg.dataset,
+            images=cfg.logger.offset_images,
             every=cfg.logger.offset_every,
-            class_names=class_names,
-            ignore_index=int(cfg.dataset.ignore_index),
-            mean=cfg.dataset.mean,
-            std=cfg.dataset.std,
-            single_pass=ev.mode == "whole" and list(ev.scales) == [1.0] and not ev.flip,
             precision=cfg.trainer.precision,
+            class_names=class_names,
             run_dir=run_dir,
         )
+        images = monitor.images
         every = f", and of the training batch every {monitor.every} iterations" if monitor.every else ""
         log.info(
             "offsets of %s: statistics of the first %d validation images at each evaluation%s",

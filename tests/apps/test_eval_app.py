@@ -90,6 +90,8 @@ def test_dataset_group_replaces_the_checkpoints_dataset_and_settings_are_checked
         run(compose_eval([*common, "eval.official=true", f"dataset.root={root}"]), tmp_path / "o", None, ["root"])
     with pytest.raises(ConfigError, match=r"eval.mode='tiles': expected one of whole, slide"):
         run(compose_eval([*common, "eval.mode=tiles"]), tmp_path / "m", None, [])
+    with pytest.raises(ConfigError, match=r"offset_images=-1: expected 0 or more \(images; 0: no offset"):
+        run(compose_eval([*common, "offset_images=-1"]), tmp_path / "i", None, [])
     with pytest.raises(EvalConfigError, match="predicts 6 classes .* voc_aug has 21"):
         run(compose_eval([*common, "dataset=voc_aug"]), tmp_path / "v", "voc_aug", [])
 

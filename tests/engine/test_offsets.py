@@ -203,6 +203,30 @@ def test_offset_picture_false_keeps_the_statistics_and_draws_nothing(synthetic_s
     assert not list(tmp_path.glob("analysis/offsets_*.png"))
 
 
+def test_segdcn_eval_records_the_statistics_of_the_trainers_last_evaluation(synthetic_set, tmp_path):
+    """segdcn-eval on a run's last checkpoint: the same images, model and code give the same offset keys and
+    values as the trainer's final evaluation wrote to summary.json; offset_images=0 gives none."""
+    from segdcn.engine.trainer import Trainer
+    from segdcn.eval import run
+
+    root = synthetic_set("small")
+    overrides = ("model.dcn.layers=2", "trainer.max_iters=2", "logger=none", "logger.offset_images=3")
+    Trainer(compose("train", run_overrides(root, *overrides)), tmp_path / "run").fit()
+    trained = json.loads((tmp_path / "run" / "summary.json").read_text())
+    expected = {key: value for key, value in trained.items() if key.startswith("offsets/")}
+    assert len(expected) >= 2 * 3  # two layers' length, out-of-bounds share, effective dilation...
+
+    common = [f"ckpt={tmp_path / 'run' / 'checkpoints' / 'last.pt'}", "eval.num_workers=0", "progress=false"]
+    summary = run(compose("eval", [*common, "offset_images=3"]), tmp_path / "eval", None, [])
+    assert {key: value for key, value in summary.items() if key.startswith("offsets/")} == pytest.approx(expected)
+    written = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert written["offsets/res5b_branch2b/mean_abs_px"] == pytest.approx(
+        expected["offsets/res5b_branch2b/mean_abs_px"]
+    )
+    none = run(compose("eval", [*common, "offset_images=0"]), tmp_path / "none", None, [])
+    assert not any(key.startswith("offsets/") for key in none)
+
+
 def test_inference_settings_beyond_one_pass_watch_the_whole_image(synthetic_set):
     """eval.flip (two passes per image) takes one extra whole-image pass: the same statistics as the default."""
     cfg = TrainConfig.from_config(
