@@ -1063,28 +1063,13 @@ inline __attribute__((always_inline)) void depthwise_backward_any(Corners<T> s, 
   }
 }
 
-// One depthwise position: the taps of each of its `groups` offset groups (len channels each, corners
-// and coefficients offset group after offset group) in one call, since a call through the SIMD
-// clones' resolver per offset group cost as much as a group's 32 channels.
-template <typename T>
-inline __attribute__((always_inline)) void depthwise_position_body(const T* const* corner, const T* coeff,
-                                                                   int64_t groups, int64_t taps, int64_t right,
-                                                                   int64_t down, const T* w, int64_t w_stride, T* acc,
-                                                                   int64_t len) {
-  for (int64_t og = 0; og < groups; ++og)
-    depthwise_taps_body(corner + og * taps, coeff + og * 4 * taps, taps, right, down, w + og * len, w_stride,
-                        acc + og * len, len);
+SEGDCN_SIMD_CLONES void depthwise_taps(const float* const* corner, const float* coeff, int64_t taps, int64_t right,
+                                       int64_t down, const float* w, int64_t w_stride, float* acc, int64_t len) {
+  depthwise_taps_body(corner, coeff, taps, right, down, w, w_stride, acc, len);
 }
-
-SEGDCN_SIMD_CLONES void depthwise_position(const float* const* corner, const float* coeff, int64_t groups,
-                                           int64_t taps, int64_t right, int64_t down, const float* w,
-                                           int64_t w_stride, float* acc, int64_t len) {
-  depthwise_position_body(corner, coeff, groups, taps, right, down, w, w_stride, acc, len);
-}
-SEGDCN_SIMD_CLONES void depthwise_position(const double* const* corner, const double* coeff, int64_t groups,
-                                           int64_t taps, int64_t right, int64_t down, const double* w,
-                                           int64_t w_stride, double* acc, int64_t len) {
-  depthwise_position_body(corner, coeff, groups, taps, right, down, w, w_stride, acc, len);
+SEGDCN_SIMD_CLONES void depthwise_taps(const double* const* corner, const double* coeff, int64_t taps, int64_t right,
+                                       int64_t down, const double* w, int64_t w_stride, double* acc, int64_t len) {
+  depthwise_taps_body(corner, coeff, taps, right, down, w, w_stride, acc, len);
 }
 SEGDCN_SIMD_CLONES void group_products(const float* src, int64_t src_per_group, const float* w, float* dst, int64_t len,
                                        int64_t count, int64_t groups) {
@@ -1303,8 +1288,8 @@ struct DirectDeformConv {
       at::parallel_for(0, m * P, std::max(kBlock, grain_for(K * C)), [&](int64_t begin, int64_t end) {
         std::vector<Tap<T>> taps(OG * K * kBlock);
         std::vector<T> sample(depthwise ? 0 : kBlock * C);
-        std::vector<const T*> corner(OG * K);
-        std::vector<T> coeff(4 * OG * K);
+        std::vector<const T*> corner(K);
+        std::vector<T> coeff(4 * K);
         GridRow grid[kBlock];
         for_each_block(begin, end, [&](int64_t r0, int64_t count) {
           const int64_t n = r0 / P;
@@ -1313,13 +1298,15 @@ struct DirectDeformConv {
           for (int64_t q = 0; q < count; ++q) std::copy(b, b + Cout, acc + q * Cout);
           if (depthwise) {
             for (int64_t q = 0; q < count; ++q) {
-              for (int64_t ok = 0; ok < OG * K; ++ok) {  // offset group og = ok / K, tap ok % K
-                const Tap<T>& tap = taps[ok * count + q];
-                corner[ok] = tap.inside ? c.xp + (n * c.plane() + tap.pixel) * C + (ok / K) * Cg
-                                        : zero_corners.const_data_ptr<T>();
-                modulated_weights(tap, coeff.data() + 4 * ok);  // zero outside: m is 0 there
+              for (int64_t og = 0; og < OG; ++og) {
+                for (int64_t k = 0; k < K; ++k) {
+                  const Tap<T>& tap = taps[(og * K + k) * count + q];
+                  corner[k] = tap.inside ? c.xp + (n * c.plane() + tap.pixel) * C + og * Cg
+                                         : zero_corners.const_data_ptr<T>();
+                  modulated_weights(tap, coeff.data() + 4 * k);  // zero outside: m is 0 there
+                }
+                depthwise_taps(corner.data(), coeff.data(), K, C, down(), wf + og * Cg, C, acc + q * C + og * Cg, Cg);
               }
-              depthwise_position(corner.data(), coeff.data(), OG, K, C, down(), wf, C, acc + q * C, Cg);
             }
           } else {
             grouped_block(c, n, count, taps.data(), wf, sample.data(), acc);
