@@ -105,7 +105,7 @@ demo: install-demo
 	$(PY) scripts/plot_run.py $(DEMO_DIR) --out $(DEMO_DIR)/curves.png
 	$(PY) scripts/ablation_table.py $(DEMO_DIR) --rows 0,3 --results docs/results/demo.md
 	$(PY) scripts/receptive_field_stats.py --sweep $(DEMO_DIR) --dcn-layers 3 --results docs/results/demo_effective_dilation.md
-	$(VENV)/bin/segdcn-export ckpt=$$(cat $(DEMO_DIR)/best_run.txt)/checkpoints/best.pt format=onnx out=$(DEMO_DIR)/export
+	$(VENV)/bin/segdcn-export ckpt=$$(cat $(DEMO_DIR)/best_deformable_run.txt)/checkpoints/best.pt format=onnx out=$(DEMO_DIR)/export
 
 # The CPU op, model and data pipeline benchmarks, written with their provenance to docs/results/.
 bench: install

@@ -112,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "best_run.txt").write_text(best.name + "\n", encoding="utf-8")
     print(f"best run: {best.name} (mIoU {100 * best.miou:.1f})")
     written.append(out / "best_run.txt")
+    # best_deformable_run.txt: the same among the runs with deformable layers, if there are any (make demo
+    # exports it, so that the ONNX file has DeformConv nodes whichever row won)
+    if (deformable := table.best_run(deformable=True)) is not None:
+        (out / "best_deformable_run.txt").write_text(deformable.name + "\n", encoding="utf-8")
+        written.append(out / "best_deformable_run.txt")
     if args.results:
         title = f"Table {args.table} ablation: {table.dataset}, experiment {table.experiment}"
         body = markdown + f"\nbest run: {best.name} (mIoU {100 * best.miou:.1f})\n"

@@ -88,9 +88,10 @@ class AblationTable:
         """The runs' dataset is not in the paper: compare gains over the first row, not absolute mIoU."""
         return self.dataset != self.paper_dataset
 
-    def best_run(self) -> RunResult | None:
-        """The run with the highest mIoU (the one to export, say)."""
-        runs = [run for row in self.rows for run in row.runs]
+    def best_run(self, deformable: bool = False) -> RunResult | None:
+        """The run with the highest mIoU (the one to export, say); of the rows with deformable layers only
+        when `deformable` (an export that has DeformConv nodes)."""
+        runs = [run for row in self.rows if row.dcn_layers > 0 or not deformable for run in row.runs]
         return max(runs, key=lambda run: run.miou) if runs else None
 
     def baseline(self) -> TableRow | None:

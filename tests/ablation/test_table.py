@@ -99,6 +99,19 @@ def test_table1_mean_std_paper_and_difference(tmp_path):
     assert (sweep / "best_run.txt").read_text().strip() == str(sweep / "3")  # the highest mIoU, for export
 
 
+def test_best_deformable_run_is_named_when_a_plain_run_wins(tmp_path):
+    sweep = tmp_path / "sweep"
+    for i, (layers, seed, miou) in enumerate([(0, 0, 0.80), (0, 1, 0.70), (3, 0, 0.72), (3, 1, 0.75)]):
+        write_run(sweep, str(i), layers, seed, miou)
+    assert table_cli(sweep, "--rows", "0,3").code == 0
+    assert (sweep / "best_run.txt").read_text().strip() == str(sweep / "0")
+    assert (sweep / "best_deformable_run.txt").read_text().strip() == str(sweep / "3")  # what make demo exports
+    plain = tmp_path / "plain"
+    write_run(plain, "0", 0, 0, 0.8)
+    assert table_cli(plain, "--rows", "0").code == 0
+    assert not (plain / "best_deformable_run.txt").exists()
+
+
 def test_mixed_datasets_are_refused_by_name(tmp_path):
     voc = write_run(tmp_path, "voc_run", 0, 0, 0.70)
     cs = write_run(tmp_path, "cityscapes_run", 3, 0, 0.75, dataset="cityscapes", experiment="paper_voc")
