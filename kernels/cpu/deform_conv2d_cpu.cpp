@@ -410,9 +410,11 @@ struct Chunk {
 // Positions per parallel task: enough work per task to amortise scheduling.
 int64_t row_grain(const DeformConvGeometry& g) { return grain_for(g.in_channels * g.taps()); }
 
-// cols[r - r0] = mask * bilinear samples of rows [r0, r1).
+// cols[r - r0] = mask * bilinear samples of rows [r0, r1); with `inside`, also whether each (row, tap)
+// samples inside the image for some offset group, at inside[(r - r0) * taps + k] (the per-tap GEMMs'
+// test, taken from the taps this pass computes anyway).
 template <typename T>
-void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols) {
+void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols, uint8_t* inside = nullptr) {
   const int64_t K = c.g.taps(), P = c.g.out_positions();
   at::parallel_for(r0, r1, row_grain(c.g), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
@@ -420,9 +422,11 @@ void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols) {
       const GridRow grid = c.tap_at.row(p);
       T* row = cols + (r - r0) * c.row_size();
       for (int64_t k = 0; k < K; ++k) {
+        bool any_inside = false;
         for (size_t si = 0; si < c.segments.size();) {
           const int64_t og = c.segments[si].offset_group;
           const Tap<T> tap = c.tap_at(n, og, k, grid);
+          any_inside = any_inside || tap.inside;
           T coeff[4];
           modulated_weights(tap, coeff);
           for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
@@ -435,6 +439,7 @@ void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols) {
             }
           }
         }
+        if (inside) inside[(r - r0) * K + k] = any_inside;
       }
     }
   });
@@ -548,12 +553,13 @@ struct TapRows {
   const int64_t* of(int64_t k) const { return rows.data() + start[k]; }
 };
 
-// The tap rows of rows [r0, r1) of a chunk; a pair is inside when some offset group's sample is
-// (TapReader's test, so exactly the pairs whose columns the passes fill and read).
+// Whether each (row, tap) of rows [r0, r1) of a chunk samples inside the image for some offset group,
+// at [(r - r0) * taps + k], as sample_rows records them (TapReader's test, so exactly the pairs whose
+// columns the passes fill and read): for the backward, whose GEMMs come before its passes.
 template <typename T>
-TapRows inside_taps(const Chunk<T>& c, int64_t r0, int64_t r1) {
-  const int64_t K = c.g.taps(), P = c.g.out_positions(), OG = c.g.offset_groups, rows = r1 - r0;
-  std::vector<uint8_t> inside(rows * K);
+std::vector<uint8_t> inside_taps(const Chunk<T>& c, int64_t r0, int64_t r1) {
+  const int64_t K = c.g.taps(), P = c.g.out_positions(), OG = c.g.offset_groups;
+  std::vector<uint8_t> inside((r1 - r0) * K);
   at::parallel_for(r0, r1, grain_for(K * OG * 16), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / P;
@@ -565,6 +571,12 @@ TapRows inside_taps(const Chunk<T>& c, int64_t r0, int64_t r1) {
       }
     }
   });
+  return inside;
+}
+
+// The rows where each of `taps` taps is inside, from those flags.
+TapRows tap_rows(const std::vector<uint8_t>& inside, int64_t K) {
+  const int64_t rows = int64_t(inside.size()) / K;
   TapRows t;
   t.start.resize(K + 1);
   t.rows.reserve(rows * K);
@@ -576,6 +588,8 @@ TapRows inside_taps(const Chunk<T>& c, int64_t r0, int64_t r1) {
   t.start[K] = int64_t(t.rows.size());
   return t;
 }
+
+bool rows_forced() { return forced_tap_gemms.load() == TapGemms::kRows; }
 
 bool use_tap_gemms(const TapRows& t, int64_t rows) {
   switch (forced_tap_gemms.load()) {
@@ -653,11 +667,12 @@ struct TiledDeformConv {
     return rows.view({rows.size(0), g.groups, -1}).select(1, k);
   }
 
-  // Whether rows [r0, r1) take the per-tap GEMMs; if so, `taps` says which rows each tap has.
-  bool tile_by_tap(const Chunk<T>& c, int64_t r0, int64_t r1, TapRows& taps) const {
-    if (forced_tap_gemms.load() == TapGemms::kRows) return false;
-    taps = inside_taps(c, r0, r1);
-    return use_tap_gemms(taps, r1 - r0);
+  // Whether a tile with these inside flags (none: the whole-row GEMMs are forced) takes the per-tap
+  // GEMMs; if so, `taps` says which rows each tap has.
+  bool tile_by_tap(const std::vector<uint8_t>& inside, TapRows& taps) const {
+    if (inside.empty()) return false;
+    taps = tap_rows(inside, g.taps());
+    return use_tap_gemms(taps, int64_t(inside.size()) / g.taps());
   }
 
   // Weight group k's columns of tap t are entries [k * K * per_group + t * per_group, + per_group) of a row.
@@ -736,9 +751,10 @@ struct TiledDeformConv {
       for (int64_t r0 = 0; r0 < m * P; r0 += tile_rows) {
         const int64_t r1 = std::min(r0 + tile_rows, m * P);
         const at::Tensor tile = cols.narrow(0, 0, r1 - r0);
-        sample_rows(c, r0, r1, tile.mutable_data_ptr<T>());
+        std::vector<uint8_t> inside(rows_forced() ? 0 : (r1 - r0) * g.taps());
+        sample_rows(c, r0, r1, tile.mutable_data_ptr<T>(), inside.empty() ? nullptr : inside.data());
         TapRows taps;
-        const bool by_tap = tile_by_tap(c, r0, r1, taps);
+        const bool by_tap = tile_by_tap(inside, taps);
         // One GEMM per tile and group (or per tap), positions-major ([rows, C_out / groups]): MKL runs
         // this orientation 5-15% faster than the output's [C_out, positions] one, which pays for the
         // transposed copy of the (cache-resident) product into the output.
@@ -796,7 +812,7 @@ struct TiledDeformConv {
           return gout[n].narrow(0, k * per_out, per_out).narrow(1, p, len);
         };
         TapRows taps;
-        const bool by_tap = tile_by_tap(c, r0, r1, taps);
+        const bool by_tap = tile_by_tap(rows_forced() ? std::vector<uint8_t>() : inside_taps(c, r0, r1), taps);
         // the per-tap GEMMs gather rows of grad_output, so they read it positions-major too
         const bool gathered = many_images || by_tap;
         at::Tensor gt = gathered ? workspace(kProducts, {tile_rows, g.out_channels}, input.options()).narrow(0, 0, rows)
