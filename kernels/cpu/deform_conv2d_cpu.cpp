@@ -296,16 +296,6 @@ void transpose_tiles(const T* src, int64_t src_stride, T* dst, int64_t dst_strid
                       std::min(B, cols - o));
 }
 
-// The same, bands of rows spread over the threads.
-template <typename T>
-void transpose_parallel(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows, int64_t cols) {
-  constexpr int64_t B = kTransposeBlock;
-  at::parallel_for(0, (rows + B - 1) / B, grain_for(B * cols), [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b)
-      transpose_tiles(src + b * B * src_stride, src_stride, dst + b * B, dst_stride, std::min(B, rows - b * B), cols);
-  });
-}
-
 // Temporaries kept between calls, one set per calling thread. A fresh buffer is new pages from the
 // kernel, a page fault per 4 KiB touched: in scripts/bench_ops.py, where other allocations come
 // between the calls, that made a depthwise forward at 2 threads take twice as long as with warm
@@ -738,39 +728,54 @@ struct TiledDeformConv {
     }
   }
 
+  // The forward runs one parallel region per chunk: each thread takes a contiguous share of the
+  // chunk's rows and runs the whole pipeline on it, tile by tile (sampling, GEMMs, output), with
+  // MKL single-threaded inside the region. Opening a region per pass and per GEMM, as the
+  // backward does, costs a barrier each (two dozen a call with the per-tap GEMMs), and on small
+  // maps those waits were a quarter of the call (perf: libgomp).
   void forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask, at::Tensor& output) const {
     const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups;
-    at::Tensor cols = workspace(kColumns, {tile_rows, g.in_channels * g.taps()}, input.options());
-    at::Tensor products = workspace(kProducts, {tile_rows, per_out}, input.options());
+    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+    const int64_t thread_rows = std::max<int64_t>(16, (tile_rows + threads - 1) / threads);
     at::Tensor padded_input = padded_buffer(g, std::min(chunk_images, g.batch), input.options(), kPaddedInput, true);
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
       const int64_t m = std::min(chunk_images, g.batch - n0);
       const at::Tensor padded = fill_padded<T>(padded_input, input.narrow(0, n0, m));
       const Chunk<T> c = chunk(padded, offset.narrow(0, n0, m), g.use_mask ? mask.narrow(0, n0, m) : mask);
       at::Tensor out = output.narrow(0, n0, m).view({m, g.groups, per_out, P});
-      for (int64_t r0 = 0; r0 < m * P; r0 += tile_rows) {
-        const int64_t r1 = std::min(r0 + tile_rows, m * P);
-        const at::Tensor tile = cols.narrow(0, 0, r1 - r0);
-        std::vector<uint8_t> inside(rows_forced() ? 0 : (r1 - r0) * g.taps());
-        sample_rows(c, r0, r1, tile.mutable_data_ptr<T>(), inside.empty() ? nullptr : inside.data());
-        TapRows taps;
-        const bool by_tap = tile_by_tap(inside, taps);
-        // One GEMM per tile and group (or per tap), positions-major ([rows, C_out / groups]): MKL runs
-        // this orientation 5-15% faster than the output's [C_out, positions] one, which pays for the
-        // transposed copy of the (cache-resident) product into the output.
-        for (int64_t k = 0; k < g.groups; ++k) {
-          at::Tensor product = products.narrow(0, 0, r1 - r0);
-          if (by_tap) {
-            tap_products(tile, taps, k, product);
-          } else {
-            at::mm_out(product, group(tile, k), weight[k].t());
-          }
-          for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
-            transpose_parallel(product.const_data_ptr<T>() + t * per_out, per_out,
-                               out[n][k].mutable_data_ptr<T>() + p, P, len, per_out);
-          });
+      at::parallel_for(0, m * P, row_grain(g), [&](int64_t begin, int64_t end) {
+        const int64_t tile = std::min(thread_rows, end - begin);
+        at::Tensor cols = workspace(kColumns, {tile, g.in_channels * g.taps()}, input.options());
+        at::Tensor products = workspace(kProducts, {tile, per_out}, input.options());
+        for (int64_t r0 = begin; r0 < end; r0 += tile) {
+          const int64_t r1 = std::min(r0 + tile, end);
+          forward_tile(c, r0, r1, cols.narrow(0, 0, r1 - r0), products.narrow(0, 0, r1 - r0), out);
         }
+      });
+    }
+  }
+
+  // Rows [r0, r1) of a chunk into `out` ([images, groups, C_out / groups, P]), on the calling thread.
+  void forward_tile(const Chunk<T>& c, int64_t r0, int64_t r1, const at::Tensor& tile, at::Tensor product,
+                    at::Tensor& out) const {
+    const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups;
+    std::vector<uint8_t> inside(rows_forced() ? 0 : (r1 - r0) * g.taps());
+    sample_rows(c, r0, r1, tile.mutable_data_ptr<T>(), inside.empty() ? nullptr : inside.data());
+    TapRows taps;
+    const bool by_tap = tile_by_tap(inside, taps);
+    // One GEMM per tile and group (or per tap), positions-major ([rows, C_out / groups]): MKL runs
+    // this orientation 5-15% faster than the output's [C_out, positions] one, which pays for the
+    // transposed copy of the (cache-resident) product into the output.
+    for (int64_t k = 0; k < g.groups; ++k) {
+      if (by_tap) {
+        tap_products(tile, taps, k, product);
+      } else {
+        at::mm_out(product, group(tile, k), weight[k].t());
       }
+      for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
+        transpose_tiles(product.const_data_ptr<T>() + t * per_out, per_out, out[n][k].mutable_data_ptr<T>() + p, P,
+                        len, per_out);
+      });
     }
   }
 

@@ -218,6 +218,25 @@ def test_per_tap_gemms_gradcheck(case):
         check_gradcheck(case)
 
 
+# float32, C = 64 and a 3x3 kernel: a tile holds 3640 rows, so each 65x65 image (4225 rows) is its own
+# chunk, and at 2 threads each thread's share (2113 rows) is two tiles of its own (1820, then 293).
+THREAD_TILES = ConvCase(batch=2, in_channels=64, out_channels=64, height=65, width=65, padding=(2, 2),
+                        dilation=(2, 2), mask=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["im2col-rows", "im2col-taps"])
+def test_im2col_forward_split_over_threads_and_tiles(name):
+    """The forward runs each thread's share of a chunk's rows tile by tile: at 2 threads, with several
+    chunks and several tiles per thread, it still matches torchvision (forward and gradients)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with cpu_plan(name):
+            check_against_torchvision(THREAD_TILES, torch.float32, 1e-4)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("name", PLANS)
 def test_taps_outside_the_image_add_zero_whatever_the_input(name):
     """A sample outside the image is 0, also when the input holds inf or nan (0 x inf would be nan)."""
