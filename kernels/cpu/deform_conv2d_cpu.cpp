@@ -469,43 +469,36 @@ void backward_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T*
   });
 }
 
-// The transpose of sample_rows applied to the grad columns of rows [r0, r1), accumulated into
-// padded channels-last buffers like the chunk's input: `grads` holds one buffer per thread,
-// [threads, images, H + 2, W + 2, C]. Parallel over rows, each thread adding into its own
-// buffer, so no two threads write the same element. Splitting channels among threads instead
-// visits every tap once per thread, and the visits, not the channel arithmetic, are what
-// this pass spends its time on (measured: two channel halves on one thread take twice as long
-// as all channels at once).
+// The transpose of sample_rows applied to the grad columns of rows [r0, r1), accumulated into a
+// padded channels-last buffer like the chunk's input, `gxp` ([images, H + 2, W + 2, C]), on the
+// calling thread: the backward gives each thread its own buffer and its own rows, so no two
+// threads write the same element. Splitting channels among threads instead visits every tap once
+// per thread, and the visits, not the channel arithmetic, are what this pass spends its time on
+// (measured: two channel halves on one thread take twice as long as all channels at once).
 template <typename T>
-void scatter_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, at::Tensor& grads) {
+void scatter_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T* gxp) {
   const int64_t K = c.g.taps(), P = c.g.out_positions(), C = c.g.in_channels;
-  const int64_t per_thread = grads.stride(0), down = (c.g.width + 2) * C;
-  T* base = grads.mutable_data_ptr<T>();
-  at::parallel_for(r0, r1, row_grain(c.g), [&](int64_t begin, int64_t end) {
-    const int64_t thread = at::get_thread_num();
-    TORCH_INTERNAL_ASSERT(thread < grads.size(0), "deform_conv2d backward: thread ", thread, " has no buffer");
-    T* gxp = base + thread * per_thread;
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / P, p = r % P;
-      const GridRow grid = c.tap_at.row(p);
-      const T* grow = gcols + (r - r0) * c.row_size();
-      for (int64_t k = 0; k < K; ++k) {
-        for (size_t si = 0; si < c.segments.size();) {
-          const int64_t og = c.segments[si].offset_group;
-          const Tap<T> tap = c.tap_at(n, og, k, grid);
-          T coeff[4];
-          modulated_weights(tap, coeff);
-          for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
-            const Segment& s = c.segments[si];
-            if (tap.inside) {
-              spread(gxp + (n * c.plane() + tap.pixel) * C + s.begin, C, down, coeff, grow + c.column(s, k),
-                     s.end - s.begin);
-            }
+  const int64_t down = (c.g.width + 2) * C;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / P, p = r % P;
+    const GridRow grid = c.tap_at.row(p);
+    const T* grow = gcols + (r - r0) * c.row_size();
+    for (int64_t k = 0; k < K; ++k) {
+      for (size_t si = 0; si < c.segments.size();) {
+        const int64_t og = c.segments[si].offset_group;
+        const Tap<T> tap = c.tap_at(n, og, k, grid);
+        T coeff[4];
+        modulated_weights(tap, coeff);
+        for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
+          const Segment& s = c.segments[si];
+          if (tap.inside) {
+            spread(gxp + (n * c.plane() + tap.pixel) * C + s.begin, C, down, coeff, grow + c.column(s, k),
+                   s.end - s.begin);
           }
         }
       }
     }
-  });
+  }
 }
 
 // Calls fn(image, first position, count, first row in the tile) for each image's share of
@@ -779,97 +772,132 @@ struct TiledDeformConv {
     }
   }
 
+  // The backward runs like the forward, one parallel region per chunk with each thread on its own
+  // share of the rows, tile by tile; each thread adds its input gradient into its own padded buffer
+  // and its weight gradient into its own buffer (thread 0 into grad_weight), summed in thread order,
+  // so the sums' order is fixed at a fixed thread count.
   void backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& offset,
                 const at::Tensor& mask, at::Tensor& grad_input, at::Tensor& grad_weight, at::Tensor& grad_offset,
                 at::Tensor& grad_mask) const {
-    const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups, row = g.in_channels * g.taps();
+    const int64_t P = g.out_positions();
     const bool need_input = grad_input.defined(), need_weight = grad_weight.defined();
     const bool need_offset = grad_offset.defined();
-    at::Tensor gcols = workspace(kGradColumns, {tile_rows, row}, input.options());
-    at::Tensor cols = need_weight ? workspace(kColumns, {tile_rows, row}, input.options()) : at::Tensor();
-    // When a tile holds several images (small maps), its grad_output is first copied positions-major,
-    // [rows, C_out], so that one GEMM per group covers the tile: read in place, image by image, the
-    // GEMMs' inner dimension is one image's positions (64 on an 8x8 map), where MKL runs at a fraction
-    // of its speed, and there are two per image.
-    const bool many_images = P < tile_rows;
+    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+    const int64_t thread_rows = std::max<int64_t>(16, (tile_rows + threads - 1) / threads);
     const int64_t images = std::min(chunk_images, g.batch);
     at::Tensor padded_input = padded_buffer(g, images, input.options(), kPaddedInput, true);
-    // one input-gradient buffer per thread (scatter_rows), summed when a chunk is done
-    const int64_t threads = at::get_num_threads();
     at::Tensor padded_grads =
         need_input ? padded_buffer(g, threads * images, input.options(), kGradPadded).view({threads, images, g.height + 2, g.width + 2, g.in_channels})
                    : at::Tensor();
+    at::Tensor thread_weight_grads =
+        need_weight && threads > 1
+            ? workspace(kGradWeight, {threads - 1, grad_weight.numel()}, input.options()).zero_()
+            : at::Tensor();
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
       const int64_t m = std::min(chunk_images, g.batch - n0);
       const at::Tensor padded = fill_padded<T>(padded_input, input.narrow(0, n0, m));
       const Chunk<T> c = chunk(padded, offset.narrow(0, n0, m), g.use_mask ? mask.narrow(0, n0, m) : mask);
-      at::Tensor grad_padded = need_input ? padded_grads.narrow(1, 0, m) : at::Tensor();
-      if (need_input && n0 > 0) grad_padded.zero_();
-      const at::Tensor gout = grad_output.narrow(0, n0, m).view({m, g.out_channels, P});
-      T* goff = need_offset ? grad_offset.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr;
-      T* gmask = need_offset && g.use_mask ? grad_mask.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr;
-      for (int64_t r0 = 0; r0 < m * P; r0 += tile_rows) {
-        const int64_t r1 = std::min(r0 + tile_rows, m * P), rows = r1 - r0;
-        at::Tensor gcol_tile = gcols.narrow(0, 0, rows);
-        at::Tensor col_tile = need_weight ? cols.narrow(0, 0, rows) : at::Tensor();
-        // The GEMMs read grad_output's [C_out, positions] blocks transposed in place.
-        auto gout_block = [&](int64_t n, int64_t k, int64_t p, int64_t len) {
-          return gout[n].narrow(0, k * per_out, per_out).narrow(1, p, len);
-        };
-        TapRows taps;
-        const bool by_tap = tile_by_tap(rows_forced() ? std::vector<uint8_t>() : inside_taps(c, r0, r1), taps);
-        // the per-tap GEMMs gather rows of grad_output, so they read it positions-major too
-        const bool gathered = many_images || by_tap;
-        at::Tensor gt = gathered ? workspace(kProducts, {tile_rows, g.out_channels}, input.options()).narrow(0, 0, rows)
-                                 : at::Tensor();
-        if (gathered) {
-          const T* src = gout.const_data_ptr<T>();
-          T* dst = gt.mutable_data_ptr<T>();
-          for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
-            transpose_tiles(src + n * g.out_channels * P + p, P, dst + t * g.out_channels, g.out_channels,
-                            g.out_channels, len);
-          });
+      if (need_input && n0 > 0) padded_grads.zero_();
+      Grads grads{grad_output.narrow(0, n0, m).view({m, g.out_channels, P}),
+                  need_offset ? grad_offset.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr,
+                  need_offset && g.use_mask ? grad_mask.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr,
+                  need_input, need_weight, need_offset, P < thread_rows};
+      at::parallel_for(0, m * P, row_grain(g), [&](int64_t begin, int64_t end) {
+        const int64_t thread = at::get_thread_num();
+        TORCH_INTERNAL_ASSERT(thread < threads, "deform_conv2d backward: thread ", thread, " has no buffer");
+        T* gxp = need_input ? padded_grads[thread].mutable_data_ptr<T>() : nullptr;
+        at::Tensor gw = !need_weight ? at::Tensor()
+                        : thread == 0 ? grad_weight
+                                      : thread_weight_grads[thread - 1].view(grad_weight.sizes());
+        const int64_t tile = std::min(thread_rows, end - begin), row = g.in_channels * g.taps();
+        at::Tensor gcols = workspace(kGradColumns, {tile, row}, input.options());
+        at::Tensor cols = need_weight ? workspace(kColumns, {tile, row}, input.options()) : at::Tensor();
+        for (int64_t r0 = begin; r0 < end; r0 += tile) {
+          const int64_t r1 = std::min(r0 + tile, end);
+          backward_tile(c, grads, r0, r1, gcols.narrow(0, 0, r1 - r0),
+                        need_weight ? cols.narrow(0, 0, r1 - r0) : at::Tensor(), gxp, gw);
         }
-        if ((need_input || need_offset) && by_tap) {
-          tap_grad_columns(gt, taps, gcol_tile);
-        } else if ((need_input || need_offset) && gathered) {
-          for (int64_t k = 0; k < g.groups; ++k) {
-            at::Tensor block = group(gcol_tile, k);
-            at::mm_out(block, gt.narrow(1, k * per_out, per_out), weight[k]);
-          }
-        } else if (need_input || need_offset) {
-          for (int64_t k = 0; k < g.groups; ++k) {
-            for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
-              at::Tensor block = group(gcol_tile, k).narrow(0, t, len);
-              at::mm_out(block, gout_block(n, k, p, len).t(), weight[k]);
-            });
-          }
-        }
-        if (need_offset) {
-          backward_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), need_weight ? col_tile.mutable_data_ptr<T>() : nullptr,
-                        goff, gmask);
-        } else if (need_weight) {
-          sample_rows(c, r0, r1, col_tile.mutable_data_ptr<T>());
-        }
-        if (need_input) scatter_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), padded_grads);
-        if (need_weight && by_tap) {
-          tap_weight_grads(col_tile, gt, taps, grad_weight);
-        } else if (need_weight && gathered) {
-          for (int64_t k = 0; k < g.groups; ++k) {
-            grad_weight[k].addmm_(group(col_tile, k).t(), gt.narrow(1, k * per_out, per_out));
-          }
-        } else if (need_weight) {
-          for (int64_t k = 0; k < g.groups; ++k) {
-            for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
-              grad_weight[k].addmm_(group(col_tile, k).narrow(0, t, len).t(), gout_block(n, k, p, len).t());
-            });
-          }
-        }
-      }
+      });
       if (need_input) {
-        at::Tensor summed = grad_padded[0];
-        for (int64_t t = 1; t < threads; ++t) summed.add_(grad_padded[t]);
+        at::Tensor summed = padded_grads[0].narrow(0, 0, m);
+        for (int64_t t = 1; t < threads; ++t) summed.add_(padded_grads[t].narrow(0, 0, m));
         unpad_into<T>(summed, grad_input.narrow(0, n0, m));
+      }
+    }
+    if (thread_weight_grads.defined()) {
+      at::Tensor flat = grad_weight.view({-1});
+      for (int64_t t = 0; t + 1 < threads; ++t) flat.add_(thread_weight_grads[t]);
+    }
+  }
+
+  // What a chunk's backward reads and writes besides the columns.
+  struct Grads {
+    at::Tensor gout;  // the chunk's grad_output, [images, C_out, P]
+    T* goff;
+    T* gmask;
+    bool need_input, need_weight, need_offset;
+    // When a tile holds several images (small maps), its grad_output is first copied positions-major,
+    // [rows, C_out], so that one GEMM per group covers the tile: read in place, image by image, the
+    // GEMMs' inner dimension is one image's positions (64 on an 8x8 map), where MKL runs at a fraction
+    // of its speed, and there are two per image.
+    bool many_images;
+  };
+
+  // Rows [r0, r1) of a chunk's backward on the calling thread: their offset and mask gradients, their
+  // input gradient added into gxp and their weight gradient into gw.
+  void backward_tile(const Chunk<T>& c, const Grads& d, int64_t r0, int64_t r1, at::Tensor gcol_tile,
+                     at::Tensor col_tile, T* gxp, at::Tensor& gw) const {
+    const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups, rows = r1 - r0;
+    const bool need_columns = d.need_input || d.need_offset;
+    const at::Tensor& gout = d.gout;
+    // The GEMMs read grad_output's [C_out, positions] blocks transposed in place.
+    auto gout_block = [&](int64_t n, int64_t k, int64_t p, int64_t len) {
+      return gout[n].narrow(0, k * per_out, per_out).narrow(1, p, len);
+    };
+    TapRows taps;
+    const bool by_tap = tile_by_tap(rows_forced() ? std::vector<uint8_t>() : inside_taps(c, r0, r1), taps);
+    // the per-tap GEMMs gather rows of grad_output, so they read it positions-major too
+    const bool gathered = d.many_images || by_tap;
+    at::Tensor gt = gathered ? workspace(kProducts, {rows, g.out_channels}, gcol_tile.options()) : at::Tensor();
+    if (gathered) {
+      const T* src = gout.const_data_ptr<T>();
+      T* dst = gt.mutable_data_ptr<T>();
+      for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
+        transpose_tiles(src + n * g.out_channels * P + p, P, dst + t * g.out_channels, g.out_channels,
+                        g.out_channels, len);
+      });
+    }
+    if (need_columns && by_tap) {
+      tap_grad_columns(gt, taps, gcol_tile);
+    } else if (need_columns && gathered) {
+      for (int64_t k = 0; k < g.groups; ++k) {
+        at::Tensor block = group(gcol_tile, k);
+        at::mm_out(block, gt.narrow(1, k * per_out, per_out), weight[k]);
+      }
+    } else if (need_columns) {
+      for (int64_t k = 0; k < g.groups; ++k) {
+        for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
+          at::Tensor block = group(gcol_tile, k).narrow(0, t, len);
+          at::mm_out(block, gout_block(n, k, p, len).t(), weight[k]);
+        });
+      }
+    }
+    if (d.need_offset) {
+      backward_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), d.need_weight ? col_tile.mutable_data_ptr<T>() : nullptr,
+                    d.goff, d.gmask);
+    } else if (d.need_weight) {
+      sample_rows(c, r0, r1, col_tile.mutable_data_ptr<T>());
+    }
+    if (d.need_input) scatter_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), gxp);
+    if (d.need_weight && by_tap) {
+      tap_weight_grads(col_tile, gt, taps, gw);
+    } else if (d.need_weight && gathered) {
+      for (int64_t k = 0; k < g.groups; ++k) gw[k].addmm_(group(col_tile, k).t(), gt.narrow(1, k * per_out, per_out));
+    } else if (d.need_weight) {
+      for (int64_t k = 0; k < g.groups; ++k) {
+        for_each_image(r0, r1, P, [&](int64_t n, int64_t p, int64_t len, int64_t t) {
+          gw[k].addmm_(group(col_tile, k).narrow(0, t, len).t(), gout_block(n, k, p, len).t());
+        });
       }
     }
   }

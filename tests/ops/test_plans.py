@@ -225,9 +225,10 @@ THREAD_TILES = ConvCase(batch=2, in_channels=64, out_channels=64, height=65, wid
 
 
 @pytest.mark.parametrize("name", ["im2col-rows", "im2col-taps"])
-def test_im2col_forward_split_over_threads_and_tiles(name):
-    """The forward runs each thread's share of a chunk's rows tile by tile: at 2 threads, with several
-    chunks and several tiles per thread, it still matches torchvision (forward and gradients)."""
+def test_im2col_split_over_threads_and_tiles(name):
+    """Forward and backward run each thread's share of a chunk's rows tile by tile, the backward adding
+    into per-thread weight-gradient buffers: at 2 threads, with several chunks and several tiles per
+    thread, both still match torchvision."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
