@@ -32,23 +32,30 @@ struct SamplePoint {
   bool inside;  // false: the sample and its gradients are zero
 };
 
+// The boundary rule and the split of (h, w) into floors and fractional parts, without branches
+// (the CPU's direct plan computes a block's taps in one loop with it): returns whether the sample
+// is inside; outside, the floors and fractions are zero, so a far or nan coordinate is never
+// converted to an integer.
+template <typename T>
+SEGDCN_HOST_DEVICE bool split_sample(T h, T w, int64_t height, int64_t width, T& fh, T& fw, T& lh, T& lw) {
+  // & rather than &&, and every value computed before the selects: no short circuit, no branch
+  const bool inside = (h > T(-1)) & (w > T(-1)) & (h < T(height)) & (w < T(width));
+  const T floor_h = floor_value(h), floor_w = floor_value(w);
+  const T frac_h = h - floor_h, frac_w = w - floor_w;
+  fh = inside ? floor_h : T(0);
+  fw = inside ? floor_w : T(0);
+  lh = inside ? frac_h : T(0);
+  lw = inside ? frac_w : T(0);
+  return inside;
+}
+
 template <typename T>
 SEGDCN_HOST_DEVICE SamplePoint<T> sample_point(T h, T w, int64_t height, int64_t width) {
   SamplePoint<T> p;
-  p.inside = h > T(-1) && w > T(-1) && h < T(height) && w < T(width);
-  if (!p.inside) {
-    p.h0 = 0;
-    p.w0 = 0;
-    p.lh = T(0);
-    p.lw = T(0);
-    return p;
-  }
-  const T fh = floor_value(h);
-  const T fw = floor_value(w);
+  T fh, fw;
+  p.inside = split_sample(h, w, height, width, fh, fw, p.lh, p.lw);
   p.h0 = static_cast<int64_t>(fh);
   p.w0 = static_cast<int64_t>(fw);
-  p.lh = h - fh;
-  p.lw = w - fw;
   return p;
 }
 

@@ -1145,26 +1145,27 @@ SEGDCN_SIMD_CLONES void depthwise_backward(Corners<double> s, const double* coef
 }
 
 // The taps of `count` consecutive positions of one image for one offset group and tap, exactly as
-// TapReader gives them, in arrays over the positions so that the loop runs in SIMD: dy, dx (and the
-// mask, or null) are those positions' offsets, contiguous in the offset tensor; h[q] + dh and
-// w[q] + dw their places on the input grid. With 8 offset groups a depthwise position has 72 taps
-// for 32 channels each, and computed one by one their arithmetic took as long as the channel loops.
+// TapReader gives them (the boundary rule is bilinear.h's split_sample), in arrays over the
+// positions and without branches: dy, dx (and the mask, or null) are those positions' offsets,
+// contiguous in the offset tensor; h[q] + dh and w[q] + dw their places on the input grid. With 8
+// offset groups a depthwise position has 72 taps for 32 channels each, and computed one by one, with
+// a branch per tap, their arithmetic took as long as the channel loops. (GCC keeps this loop scalar
+// under its default -ftrapping-math; built with -fno-trapping-math it ran in AVX2 and the depthwise
+// forward was no faster, its backward slower.)
 template <typename T, bool kMask>
 inline __attribute__((always_inline)) void tap_run_loop(const T* dy, const T* dx, const T* mask, const int32_t* h,
                                                         const int32_t* w, int32_t dh, int32_t dw, int64_t count,
                                                         int64_t height, int64_t width, int32_t* pixel, T* lh, T* lw,
                                                         T* m, int32_t* inside) {
-  const T H = T(height), W = T(width);
   const int32_t row = int32_t(width + 2);
 #pragma omp simd
   for (int64_t q = 0; q < count; ++q) {
     const T y = T(h[q] + dh) + dy[q], x = T(w[q] + dw) + dx[q];
-    const bool in = y > T(-1) && x > T(-1) && y < H && x < W;
-    // floor of a far (or nan) coordinate is never converted: outside taps read corner (0, 0)
-    const T fy = in ? floor_value(y) : T(0), fx = in ? floor_value(x) : T(0);
+    T fy, fx, ly, lx;
+    const bool in = split_sample(y, x, height, width, fy, fx, ly, lx);  // outside: corner (0, 0)
     pixel[q] = (int32_t(fy) + 1) * row + int32_t(fx) + 1;
-    lh[q] = in ? y - fy : T(0);
-    lw[q] = in ? x - fx : T(0);
+    lh[q] = ly;
+    lw[q] = lx;
     m[q] = in ? (kMask ? mask[q] : T(1)) : T(0);
     inside[q] = in;
   }
