@@ -312,6 +312,7 @@ enum Slot {
   kGradWeight,
   kTapColumns,
   kTapProducts,
+  kWeightGrad,
   kSlots
 };
 constexpr int64_t kMaxCachedBytes = int64_t(64) << 20;
@@ -908,18 +909,29 @@ struct TiledDeformConv {
     return at::zeros({g.groups, weight.size(2), weight.size(1)}, weight.options());
   }
 
-  // The transposed weight gradient -> [C_out, C_in / groups, kh, kw]
+  // The transposed weight gradient -> [C_out, C_in / groups, kh, kw]: per group, [taps x C_in / groups,
+  // C_out / groups] -> [C_out / groups, taps x C_in / groups] in transposed blocks, then per output
+  // channel [taps, C_in / groups] -> [C_in / groups, taps]. Element by element, the first step read
+  // with a stride of C_out / groups and took a tenth of a dense layer's forward+backward (perf).
   at::Tensor weight_shaped(const at::Tensor& grad) const {
     const int64_t per_group = g.in_channels / g.groups, per_out = g.out_channels / g.groups, K = g.taps();
+    const int64_t row = K * per_group;
     at::Tensor out = at::empty({g.out_channels, per_group, g.kernel_h, g.kernel_w}, grad.options());
+    at::Tensor by_out = workspace(kWeightGrad, {g.out_channels, row}, grad.options());
     const T* src = grad.const_data_ptr<T>();
+    T* mid = by_out.mutable_data_ptr<T>();
     T* dst = out.mutable_data_ptr<T>();
-    at::parallel_for(0, g.out_channels, grain_for(K * per_group), [&](int64_t begin, int64_t end) {
-      for (int64_t o = begin; o < end; ++o) {
-        const T* group_src = src + (o / per_out) * K * per_group * per_out + o % per_out;
-        for (int64_t c = 0; c < per_group; ++c)
-          for (int64_t k = 0; k < K; ++k) dst[(o * per_group + c) * K + k] = group_src[(k * per_group + c) * per_out];
+    constexpr int64_t B = kTransposeBlock;
+    const int64_t bands = (row + B - 1) / B;
+    at::parallel_for(0, g.groups * bands, grain_for(B * per_out), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t k = i / bands, r0 = (i % bands) * B;
+        transpose_tiles(src + (k * row + r0) * per_out, per_out, mid + k * per_out * row + r0, row,
+                        std::min(B, row - r0), per_out);
       }
+    });
+    at::parallel_for(0, g.out_channels, grain_for(row), [&](int64_t begin, int64_t end) {
+      for (int64_t o = begin; o < end; ++o) transpose_block(mid + o * row, per_group, dst + o * row, K, K, per_group);
     });
     return out;
   }
