@@ -312,6 +312,7 @@ enum Slot {
   kGradWeight,
   kTapColumns,
   kTapProducts,
+  kTapGradOutputs,
   kWeightGrad,
   kSlots
 };
@@ -683,19 +684,34 @@ struct TiledDeformConv {
     }
   }
 
-  // The grad columns by tap, from the tile's grad_output positions-major (gt, [rows, C_out]); the
-  // columns of a tap where it is outside are left as they are: no pass reads them.
-  void tap_grad_columns(const at::Tensor& gt, const TapRows& taps, at::Tensor& gcol_tile) const {
-    const int64_t per_group = g.in_channels / g.groups, per_out = g.out_channels / g.groups;
+  // grad_output's rows where each tap is inside, tap after tap, from the tile's grad_output
+  // positions-major (gt, [rows, C_out]): [taps.rows.size(), C_out], tap t's at rows
+  // [taps.start[t], taps.start[t + 1]). Gathered once per tile for both per-tap passes.
+  at::Tensor tap_grad_outputs(const at::Tensor& gt, const TapRows& taps) const {
+    at::Tensor out = workspace(kTapGradOutputs, {int64_t(taps.rows.size()), g.out_channels}, gt.options());
+    for (int64_t t = 0; t < g.taps(); ++t) {
+      gather_rows(gt.const_data_ptr<T>(), gt.stride(0), taps.of(t), taps.count(t), g.out_channels,
+                  out.mutable_data_ptr<T>() + taps.start[t] * g.out_channels);
+    }
+    return out;
+  }
+
+  // Weight group k's block of tap t's rows of tap_grad_outputs: [count(t), C_out / groups].
+  at::Tensor tap_grad_output(const at::Tensor& gouts, const TapRows& taps, int64_t k, int64_t t) const {
+    const int64_t per_out = g.out_channels / g.groups;
+    return gouts.narrow(0, taps.start[t], taps.count(t)).narrow(1, k * per_out, per_out);
+  }
+
+  // The grad columns by tap, from tap_grad_outputs; the columns of a tap where it is outside are left
+  // as they are: no pass reads them.
+  void tap_grad_columns(const at::Tensor& gouts, const TapRows& taps, at::Tensor& gcol_tile) const {
+    const int64_t per_group = g.in_channels / g.groups;
     for (int64_t k = 0; k < g.groups; ++k) {
       for (int64_t t = 0; t < g.taps(); ++t) {
         const int64_t n = taps.count(t);
         if (n == 0) continue;
-        at::Tensor go = workspace(kTapProducts, {n, per_out}, gt.options());
-        gather_rows(gt.const_data_ptr<T>() + k * per_out, gt.stride(0), taps.of(t), n, per_out,
-                    go.mutable_data_ptr<T>());
-        at::Tensor r = workspace(kTapColumns, {n, per_group}, gt.options());
-        at::mm_out(r, go, weight[k].narrow(1, t * per_group, per_group));
+        at::Tensor r = workspace(kTapColumns, {n, per_group}, gouts.options());
+        at::mm_out(r, tap_grad_output(gouts, taps, k, t), weight[k].narrow(1, t * per_group, per_group));
         put_rows<T, false>(r.const_data_ptr<T>(), taps.of(t), n, per_group,
                            gcol_tile.mutable_data_ptr<T>() + tap_column(k, t), gcol_tile.stride(0));
       }
@@ -703,21 +719,18 @@ struct TiledDeformConv {
   }
 
   // The weight gradient by tap: grad_weight[k] rows of tap t += columns^T x grad_output over the rows
-  // where t is inside.
-  void tap_weight_grads(const at::Tensor& col_tile, const at::Tensor& gt, const TapRows& taps,
+  // where t is inside (grad_output from tap_grad_outputs).
+  void tap_weight_grads(const at::Tensor& col_tile, const at::Tensor& gouts, const TapRows& taps,
                         at::Tensor& grad_weight) const {
-    const int64_t per_group = g.in_channels / g.groups, per_out = g.out_channels / g.groups;
+    const int64_t per_group = g.in_channels / g.groups;
     for (int64_t k = 0; k < g.groups; ++k) {
       for (int64_t t = 0; t < g.taps(); ++t) {
         const int64_t n = taps.count(t);
         if (n == 0) continue;
-        at::Tensor a = workspace(kTapColumns, {n, per_group}, gt.options());
+        at::Tensor a = workspace(kTapColumns, {n, per_group}, gouts.options());
         gather_rows(col_tile.const_data_ptr<T>() + tap_column(k, t), col_tile.stride(0), taps.of(t), n,
                     per_group, a.mutable_data_ptr<T>());
-        at::Tensor go = workspace(kTapProducts, {n, per_out}, gt.options());
-        gather_rows(gt.const_data_ptr<T>() + k * per_out, gt.stride(0), taps.of(t), n, per_out,
-                    go.mutable_data_ptr<T>());
-        grad_weight[k].narrow(0, t * per_group, per_group).addmm_(a.t(), go);
+        grad_weight[k].narrow(0, t * per_group, per_group).addmm_(a.t(), tap_grad_output(gouts, taps, k, t));
       }
     }
   }
@@ -868,8 +881,9 @@ struct TiledDeformConv {
                         g.out_channels, len);
       });
     }
+    const at::Tensor gouts = by_tap ? tap_grad_outputs(gt, taps) : at::Tensor();
     if (need_columns && by_tap) {
-      tap_grad_columns(gt, taps, gcol_tile);
+      tap_grad_columns(gouts, taps, gcol_tile);
     } else if (need_columns && gathered) {
       for (int64_t k = 0; k < g.groups; ++k) {
         at::Tensor block = group(gcol_tile, k);
@@ -891,7 +905,7 @@ struct TiledDeformConv {
     }
     if (d.need_input) scatter_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), gxp);
     if (d.need_weight && by_tap) {
-      tap_weight_grads(col_tile, gt, taps, gw);
+      tap_weight_grads(col_tile, gouts, taps, gw);
     } else if (d.need_weight && gathered) {
       for (int64_t k = 0; k < g.groups; ++k) gw[k].addmm_(group(col_tile, k).t(), gt.narrow(1, k * per_out, per_out));
     } else if (d.need_weight) {
