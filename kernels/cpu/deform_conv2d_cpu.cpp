@@ -619,7 +619,9 @@ template <typename T>
 struct TiledDeformConv {
   const DeformConvGeometry& g;
   at::Tensor weight;  // reordered
-  int64_t tile_rows, chunk_images;
+  int64_t chunk_images;
+  int64_t threads;      // at::get_num_threads() when the call began: the per-thread buffers' count
+  int64_t thread_rows;  // rows per tile of one thread: a tile of about kTileBytes shared by the threads
 
   TiledDeformConv(const DeformConvGeometry& geometry, const at::Tensor& w) : g(geometry) {
     const int64_t per_group = g.in_channels / g.groups, K = g.taps();
@@ -635,11 +637,13 @@ struct TiledDeformConv {
         transpose_block(src + o * per_group * K, K, dst + o * K * per_group, per_group, per_group, K);
     });
     const int64_t row_bytes = g.in_channels * g.taps() * int64_t(sizeof(T));
-    tile_rows = std::max<int64_t>(16, kTileBytes / row_bytes);
+    int64_t tile_rows = std::max<int64_t>(16, kTileBytes / row_bytes);
     chunk_images = std::max<int64_t>(1, tile_rows / g.out_positions());
     // No larger than a call needs: every call's buffers come fresh from the kernel, a page fault
     // per 4 KiB touched, which on small maps cost as much as a GEMM (perf: exc_page_fault).
     tile_rows = std::min(tile_rows, std::min(chunk_images, g.batch) * g.out_positions());
+    threads = std::max<int64_t>(1, at::get_num_threads());
+    thread_rows = std::max<int64_t>(16, (tile_rows + threads - 1) / threads);
   }
 
   Chunk<T> chunk(const at::Tensor& padded, const at::Tensor& offset, const at::Tensor& mask) const {
@@ -737,13 +741,11 @@ struct TiledDeformConv {
 
   // The forward runs one parallel region per chunk: each thread takes a contiguous share of the
   // chunk's rows and runs the whole pipeline on it, tile by tile (sampling, GEMMs, output), with
-  // MKL single-threaded inside the region. Opening a region per pass and per GEMM, as the
-  // backward does, costs a barrier each (two dozen a call with the per-tap GEMMs), and on small
-  // maps those waits were a quarter of the call (perf: libgomp).
+  // MKL single-threaded inside the region. A region per pass and per GEMM, as the plan had before,
+  // costs a barrier each (two dozen a call with the per-tap GEMMs), and on small maps those waits
+  // were a quarter of the call (perf: libgomp).
   void forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask, at::Tensor& output) const {
     const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups;
-    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-    const int64_t thread_rows = std::max<int64_t>(16, (tile_rows + threads - 1) / threads);
     at::Tensor padded_input = padded_buffer(g, std::min(chunk_images, g.batch), input.options(), kPaddedInput, true);
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
       const int64_t m = std::min(chunk_images, g.batch - n0);
@@ -796,8 +798,6 @@ struct TiledDeformConv {
     const int64_t P = g.out_positions();
     const bool need_input = grad_input.defined(), need_weight = grad_weight.defined();
     const bool need_offset = grad_offset.defined();
-    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-    const int64_t thread_rows = std::max<int64_t>(16, (tile_rows + threads - 1) / threads);
     const int64_t images = std::min(chunk_images, g.batch);
     at::Tensor padded_input = padded_buffer(g, images, input.options(), kPaddedInput, true);
     at::Tensor padded_grads =
