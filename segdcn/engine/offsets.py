@@ -113,17 +113,16 @@ class OffsetMonitor:
     ) -> OffsetMonitor:
         """A monitor of the first `images` images that `evaluate(..., eval_cfg)` scores on `dataset` (of
         config `dataset_cfg`); segdcn-eval's, and the trainer's through build()."""
-        ev = eval_cfg
         return cls(
             model,
             dataset,
-            images=min(images, len(dataset), ev.max_images or len(dataset)),
+            images=min(images, len(dataset), eval_cfg.max_images or len(dataset)),
             every=every,
             class_names=class_names,
             ignore_index=int(dataset_cfg.ignore_index),
             mean=dataset_cfg.mean,
             std=dataset_cfg.std,
-            single_pass=ev.mode == "whole" and list(ev.scales) == [1.0] and not ev.flip,
+            single_pass=eval_cfg.mode == "whole" and list(eval_cfg.scales) == [1.0] and not eval_cfg.flip,
             precision=precision,
             run_dir=run_dir,
         )

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import segdcn.ops
-from segdcn import _C
 from tests.helpers import ROOT
+from tests.ops.test_plans import cpu_plan
 
 THREADS = 2
 CUDA_DIR = ROOT / "kernels" / "cuda"
@@ -108,11 +108,8 @@ def conv(input, offset, weight, bias, mask):
 @pytest.mark.parametrize("modulated", [False, True], ids=["dcnv1", "modulated"])
 @pytest.mark.parametrize("gemms", ["rows", "taps"])  # the im2col plan's two ways (tests/ops/test_plans.py)
 def test_deform_conv2d_cpu_is_bitwise_reproducible(dtype, modulated, gemms):
-    before = _C._force_tap_gemms(gemms)
-    try:
+    with cpu_plan(f"im2col-{gemms}"):  # the layer's own plan (32 output channels per group), one way
         check_reproducible(conv_leaves(dtype, modulated), modulated)
-    finally:
-        _C._force_tap_gemms(before)
 
 
 def check_reproducible(leaves: dict[str, torch.Tensor | None], modulated: bool) -> None:
