@@ -960,8 +960,9 @@ struct TiledDeformConv {
 // group's channels are blended and multiplied by the weights in the same pass over the padded
 // channels-last input, accumulating a channels-last output row. Depthwise layers (one input and
 // one output channel per group) multiply per channel inside the blend loop; other grouped
-// layers blend a tap's channels into a scratch row and add each channel's products with the
-// C_out / groups weights of its group (a short vector loop over output channels).
+// layers blend every tap of a block of positions into a scratch block, then add each channel's
+// products with the C_out / groups weights of its group (a short vector loop over output channels),
+// all taps into accumulators held in registers.
 // Backward: the same pass in reverse per position and tap (grad column = weights x grad_output,
 // then the offset and mask sums, the input-gradient spread and the weight-gradient products),
 // over a fixed number of slices of the positions, each adding into its own input- and
@@ -1002,36 +1003,44 @@ inline __attribute__((always_inline)) void depthwise_taps_body(const T* const* c
 // multiply-adds of one weight row into a block's outputs overlap instead of waiting on each other.
 constexpr int64_t kBlock = 16;
 
-// One tap of a grouped layer for a block of `count` positions: dst[q, g * len + i] += src[q, j] * w[j, i]
-// summed over the src channels j of each group g (src_per_group of them). The forward's products
-// (src = the samples, w = [C_in, C_out / groups]) and the backward's grad columns (src = grad_output,
-// w = [C_out, C_in / groups]).
+// Taps of a grouped layer for a block of `count` positions: dst[q, g * len + i] += src_t[q, j] * w_t[j, i]
+// summed over the taps t < taps (src_t = src + t * count * src row, w_t = w + t * w_tap_stride) and the
+// src channels j of each group g (src_per_group of them). The forward's products (src = the samples
+// of every tap, w = [taps, C_in, C_out / groups]) and the backward's grad columns of one tap (src =
+// grad_output, w = [C_out, C_in / groups]).
 template <typename T>
-inline __attribute__((always_inline)) void group_products_any(const T* src, int64_t src_per_group, const T* w, T* dst,
-                                                              int64_t len, int64_t count, int64_t groups) {
+inline __attribute__((always_inline)) void group_products_any(const T* src, int64_t src_per_group, const T* w,
+                                                              int64_t taps, int64_t w_tap_stride, T* dst, int64_t len,
+                                                              int64_t count, int64_t groups) {
   const int64_t src_stride = groups * src_per_group, dst_stride = groups * len;
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t j = g * src_per_group; j < (g + 1) * src_per_group; ++j) {
-      const T* wj = w + j * len;
-      for (int64_t q = 0; q < count; ++q) {
-        T* d = dst + q * dst_stride + g * len;
-        const T v = src[q * src_stride + j];
+  for (int64_t t = 0; t < taps; ++t) {
+    const T* src_t = src + t * count * src_stride;
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t j = g * src_per_group; j < (g + 1) * src_per_group; ++j) {
+        const T* wj = w + t * w_tap_stride + j * len;
+        for (int64_t q = 0; q < count; ++q) {
+          T* d = dst + q * dst_stride + g * len;
+          const T v = src_t[q * src_stride + j];
 #pragma omp simd
-        for (int64_t i = 0; i < len; ++i) d[i] += v * wj[i];
+          for (int64_t i = 0; i < len; ++i) d[i] += v * wj[i];
+        }
       }
     }
   }
 }
 
 // The same for a common group width kLen, known when compiled: the accumulators of kRun positions
-// (kRun * kLen values) stay in registers through a group's src channels, and the multiply-adds of
-// different positions are independent. With a run-time width the loop re-loads and stores them
-// for every channel, a third of the speed.
+// (kRun * kLen values) stay in registers through every tap and src channel of a group, and the
+// multiply-adds of different positions are independent. With a run-time width the loop re-loads
+// and stores them for every channel, a third of the speed; loaded and stored once per tap instead
+// of once per block, they cost a third of the forward's products (8 channels a group).
 template <typename T, int64_t kLen>
 inline __attribute__((always_inline)) void group_products_fixed(const T* src, int64_t src_per_group, const T* w,
-                                                                T* dst, int64_t count, int64_t groups) {
-  constexpr int64_t kRun = kLen >= 16 ? 2 : 4;
+                                                                int64_t taps, int64_t w_tap_stride, T* dst,
+                                                                int64_t count, int64_t groups) {
+  constexpr int64_t kRun = kLen >= 16 ? 4 : 8;
   const int64_t src_stride = groups * src_per_group, dst_stride = groups * kLen;
+  const int64_t src_tap_stride = count * src_stride;
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t q0 = 0; q0 < count; q0 += kRun) {
       const int64_t run = std::min(kRun, count - q0);
@@ -1043,13 +1052,15 @@ inline __attribute__((always_inline)) void group_products_fixed(const T* src, in
         v[q] = src + at * src_stride + g * src_per_group;
         for (int64_t i = 0; i < kLen; ++i) a[q][i] = dst[at * dst_stride + g * kLen + i];
       }
-      const T* wg = w + g * src_per_group * kLen;
-      for (int64_t j = 0; j < src_per_group; ++j) {
-        const T* wj = wg + j * kLen;
-        for (int64_t q = 0; q < kRun; ++q) {
-          const T x = v[q][j];
+      for (int64_t t = 0; t < taps; ++t) {
+        const T* wg = w + t * w_tap_stride + g * src_per_group * kLen;
+        for (int64_t j = 0; j < src_per_group; ++j) {
+          const T* wj = wg + j * kLen;
+          for (int64_t q = 0; q < kRun; ++q) {
+            const T x = v[q][t * src_tap_stride + j];
 #pragma omp simd
-          for (int64_t i = 0; i < kLen; ++i) a[q][i] += x * wj[i];
+            for (int64_t i = 0; i < kLen; ++i) a[q][i] += x * wj[i];
+          }
         }
       }
       for (int64_t q = 0; q < run; ++q)
@@ -1060,16 +1071,17 @@ inline __attribute__((always_inline)) void group_products_fixed(const T* src, in
 
 template <typename T>
 inline __attribute__((always_inline)) void group_products_body(const T* src, int64_t src_per_group, const T* w,
-                                                               T* dst, int64_t len, int64_t count, int64_t groups) {
+                                                               int64_t taps, int64_t w_tap_stride, T* dst, int64_t len,
+                                                               int64_t count, int64_t groups) {
   switch (len) {
     case 4:
-      return group_products_fixed<T, 4>(src, src_per_group, w, dst, count, groups);
+      return group_products_fixed<T, 4>(src, src_per_group, w, taps, w_tap_stride, dst, count, groups);
     case 8:
-      return group_products_fixed<T, 8>(src, src_per_group, w, dst, count, groups);
+      return group_products_fixed<T, 8>(src, src_per_group, w, taps, w_tap_stride, dst, count, groups);
     case 16:
-      return group_products_fixed<T, 16>(src, src_per_group, w, dst, count, groups);
+      return group_products_fixed<T, 16>(src, src_per_group, w, taps, w_tap_stride, dst, count, groups);
     default:
-      return group_products_any(src, src_per_group, w, dst, len, count, groups);
+      return group_products_any(src, src_per_group, w, taps, w_tap_stride, dst, len, count, groups);
   }
 }
 
@@ -1146,13 +1158,13 @@ SEGDCN_SIMD_CLONES void depthwise_taps(const double* const* corner, const double
                                        int64_t down, const double* w, int64_t w_stride, double* acc, int64_t len) {
   depthwise_taps_body(corner, coeff, taps, right, down, w, w_stride, acc, len);
 }
-SEGDCN_SIMD_CLONES void group_products(const float* src, int64_t src_per_group, const float* w, float* dst, int64_t len,
-                                       int64_t count, int64_t groups) {
-  group_products_body(src, src_per_group, w, dst, len, count, groups);
+SEGDCN_SIMD_CLONES void group_products(const float* src, int64_t src_per_group, const float* w, int64_t taps,
+                                       int64_t w_tap_stride, float* dst, int64_t len, int64_t count, int64_t groups) {
+  group_products_body(src, src_per_group, w, taps, w_tap_stride, dst, len, count, groups);
 }
-SEGDCN_SIMD_CLONES void group_products(const double* src, int64_t src_per_group, const double* w, double* dst, int64_t len,
-                                       int64_t count, int64_t groups) {
-  group_products_body(src, src_per_group, w, dst, len, count, groups);
+SEGDCN_SIMD_CLONES void group_products(const double* src, int64_t src_per_group, const double* w, int64_t taps,
+                                       int64_t w_tap_stride, double* dst, int64_t len, int64_t count, int64_t groups) {
+  group_products_body(src, src_per_group, w, taps, w_tap_stride, dst, len, count, groups);
 }
 SEGDCN_SIMD_CLONES void group_weight_grads(const float* sample, const float* gout, float* gw, int64_t groups, int64_t per_group, int64_t per_out) {
   group_weight_grads_body(sample, gout, gw, groups, per_group, per_out);
@@ -1320,15 +1332,15 @@ struct DirectDeformConv {
     }
   }
 
-  // One block of a grouped layer's forward: per tap, the samples of the block's positions, then
-  // their products with the tap's weights.
+  // One block of a grouped layer's forward: the samples of the block's positions at every tap
+  // (sample: [taps, count, C]), then their products with the weights.
   void grouped_block(const Chunk<T>& c, int64_t n, int64_t count, const Tap<T>* taps, const T* wf, T* sample,
                      T* acc) const {
     for (int64_t k = 0; k < K; ++k) {
       for (int64_t q = 0; q < count; ++q) {
         for (int64_t og = 0; og < OG; ++og) {
           const Tap<T>& tap = taps[(og * K + k) * count + q];
-          T* dst = sample + q * C + og * Cg;
+          T* dst = sample + (k * count + q) * C + og * Cg;
           if (!tap.inside) {
             std::fill(dst, dst + Cg, T(0));
             continue;
@@ -1338,8 +1350,8 @@ struct DirectDeformConv {
           blend(corners(c.xp, c, n, tap, og), coeff, dst, Cg);
         }
       }
-      group_products(sample, per_group, wf + k * C * per_out, acc, per_out, count, g.groups);
     }
+    group_products(sample, per_group, wf, K, C * per_out, acc, per_out, count, g.groups);
   }
 
   // The bias starts the accumulators (a separate pass costs as much as a depthwise tap).
@@ -1363,7 +1375,7 @@ struct DirectDeformConv {
       T* out_rows = rows.mutable_data_ptr<T>();
       at::parallel_for(0, m * P, std::max(kBlock, grain_for(K * C)), [&](int64_t begin, int64_t end) {
         std::vector<Tap<T>> taps(OG * K * kBlock);
-        std::vector<T> sample(depthwise ? 0 : kBlock * C);
+        std::vector<T> sample(depthwise ? 0 : K * kBlock * C);
         std::vector<const T*> corner(K);
         std::vector<T> coeff(4 * K);
         GridRow grid[kBlock];
@@ -1438,7 +1450,7 @@ struct DirectDeformConv {
               const T* wk = wf + k * C * per_out;
               if (!depthwise) {
                 std::fill(gcol.begin(), gcol.begin() + count * C, T(0));
-                group_products(go, per_out, wt + k * Cout * per_group, gcol.data(), per_group, count, g.groups);
+                group_products(go, per_out, wt + k * Cout * per_group, 1, 0, gcol.data(), per_group, count, g.groups);
               }
               for (int64_t q = 0; q < count; ++q) {
                 for (int64_t og = 0; og < OG; ++og) {
