@@ -437,38 +437,43 @@ void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols, uint8_t* in
   });
 }
 
-// Offset and mask gradients of rows [r0, r1) from their grad columns; fills their columns
-// too when `cols` is not null.
+// Offset and mask gradients of rows [r0, r1) from their grad columns, on the calling thread; fills
+// their columns too when `cols` is not null, and adds their input gradient into `gxp` (a padded
+// channels-last buffer, as scatter_rows) when that is not null. One visit per tap for all three:
+// with 64 channels a tap, computing each tap again in a pass of its own cost as much as its channel
+// loops.
 template <typename T>
-void backward_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T* cols, T* goff, T* gmask) {
-  const int64_t K = c.g.taps(), P = c.g.out_positions();
-  at::parallel_for(r0, r1, row_grain(c.g), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / P, p = r % P, at_row = (r - r0) * c.row_size();
-      const GridRow grid = c.tap_at.row(p);
-      for (int64_t k = 0; k < K; ++k) {
-        for (size_t si = 0; si < c.segments.size();) {
-          const int64_t og = c.segments[si].offset_group;
-          const Tap<T> tap = c.tap_at(n, og, k, grid);
-          T sums[3] = {0, 0, 0};
-          for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
-            const Segment& s = c.segments[si];
-            const int64_t at = at_row + c.column(s, k);
-            if (tap.inside) {
-              gather_grads(c.corners(n, tap, s), tap.lh, tap.lw, tap.m, gcols + at, cols ? cols + at : nullptr,
-                           s.end - s.begin, sums);
-            } else if (cols) {
-              std::fill(cols + at, cols + at + (s.end - s.begin), T(0));
-            }
+void backward_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T* cols, T* goff, T* gmask, T* gxp) {
+  const int64_t K = c.g.taps(), P = c.g.out_positions(), C = c.g.in_channels;
+  const int64_t down = (c.g.width + 2) * C;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / P, p = r % P, at_row = (r - r0) * c.row_size();
+    const GridRow grid = c.tap_at.row(p);
+    for (int64_t k = 0; k < K; ++k) {
+      for (size_t si = 0; si < c.segments.size();) {
+        const int64_t og = c.segments[si].offset_group;
+        const Tap<T> tap = c.tap_at(n, og, k, grid);
+        T sums[3] = {0, 0, 0};
+        T coeff[4];
+        if (gxp) modulated_weights(tap, coeff);
+        for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
+          const Segment& s = c.segments[si];
+          const int64_t at = at_row + c.column(s, k);
+          if (tap.inside) {
+            gather_grads(c.corners(n, tap, s), tap.lh, tap.lw, tap.m, gcols + at, cols ? cols + at : nullptr,
+                         s.end - s.begin, sums);
+            if (gxp) spread(gxp + (n * c.plane() + tap.pixel) * C + s.begin, C, down, coeff, gcols + at, s.end - s.begin);
+          } else if (cols) {
+            std::fill(cols + at, cols + at + (s.end - s.begin), T(0));
           }
-          const int64_t nog = n * c.g.offset_groups + og;
-          goff[(nog * 2 * K + 2 * k) * P + p] = tap.m * sums[0];
-          goff[(nog * 2 * K + 2 * k + 1) * P + p] = tap.m * sums[1];
-          if (gmask) gmask[(nog * K + k) * P + p] = sums[2];
         }
+        const int64_t nog = n * c.g.offset_groups + og;
+        goff[(nog * 2 * K + 2 * k) * P + p] = tap.m * sums[0];
+        goff[(nog * 2 * K + 2 * k + 1) * P + p] = tap.m * sums[1];
+        if (gmask) gmask[(nog * K + k) * P + p] = sums[2];
       }
     }
-  });
+  }
 }
 
 // The transpose of sample_rows applied to the grad columns of rows [r0, r1), accumulated into a
@@ -899,11 +904,11 @@ struct TiledDeformConv {
     }
     if (d.need_offset) {
       backward_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), d.need_weight ? col_tile.mutable_data_ptr<T>() : nullptr,
-                    d.goff, d.gmask);
-    } else if (d.need_weight) {
-      sample_rows(c, r0, r1, col_tile.mutable_data_ptr<T>());
+                    d.goff, d.gmask, d.need_input ? gxp : nullptr);
+    } else {
+      if (d.need_weight) sample_rows(c, r0, r1, col_tile.mutable_data_ptr<T>());
+      if (d.need_input) scatter_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), gxp);
     }
-    if (d.need_input) scatter_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), gxp);
     if (d.need_weight && by_tap) {
       tap_weight_grads(col_tile, gouts, taps, gw);
     } else if (d.need_weight && gathered) {
