@@ -675,11 +675,22 @@ struct TiledDeformConv {
     return (k * g.taps() + t) * per_group;
   }
 
-  // The forward GEMM of weight group k by tap: product = sum over taps t of the tile's tap-t columns
+  // A product's rows start as the bias (of one weight group), or zeros: added to the output in a
+  // pass of its own, the bias cost a pass over the output, a few percent of a small map's forward.
+  static void starting_product(const at::Tensor& bias, at::Tensor& product) {
+    if (bias.defined()) {
+      product.copy_(bias.expand_as(product));
+    } else {
+      product.zero_();
+    }
+  }
+
+  // The forward GEMM of weight group k by tap: product = bias + sum over taps t of the tile's tap-t columns
   // x the tap's weights, over the rows where t is inside (the others' columns are zero).
-  void tap_products(const at::Tensor& tile, const TapRows& taps, int64_t k, at::Tensor& product) const {
+  void tap_products(const at::Tensor& tile, const TapRows& taps, int64_t k, const at::Tensor& bias,
+                    at::Tensor& product) const {
     const int64_t per_group = g.in_channels / g.groups, per_out = g.out_channels / g.groups;
-    product.zero_();
+    starting_product(bias, product);
     for (int64_t t = 0; t < g.taps(); ++t) {
       const int64_t n = taps.count(t);
       if (n == 0) continue;
@@ -749,7 +760,8 @@ struct TiledDeformConv {
   // MKL single-threaded inside the region. A region per pass and per GEMM, as the plan had before,
   // costs a barrier each (two dozen a call with the per-tap GEMMs), and on small maps those waits
   // were a quarter of the call (perf: libgomp).
-  void forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask, at::Tensor& output) const {
+  void forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask, const at::Tensor& bias,
+               at::Tensor& output) const {
     const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups;
     at::Tensor padded_input = padded_buffer(g, std::min(chunk_images, g.batch), input.options(), kPaddedInput, true);
     for (int64_t n0 = 0; n0 < g.batch; n0 += chunk_images) {
@@ -758,20 +770,23 @@ struct TiledDeformConv {
       const Chunk<T> c = chunk(padded, offset.narrow(0, n0, m), g.use_mask ? mask.narrow(0, n0, m) : mask);
       at::Tensor out = output.narrow(0, n0, m).view({m, g.groups, per_out, P});
       at::parallel_for(0, m * P, row_grain(g), [&](int64_t begin, int64_t end) {
+        // OpenMP's workers do not inherit the caller's dispatch state (forward_cpu's guard)
+        const at::AutoDispatchBelowADInplaceOrView below_autograd;
         const int64_t tile = std::min(thread_rows, end - begin);
         at::Tensor cols = workspace(kColumns, {tile, g.in_channels * g.taps()}, input.options());
         at::Tensor products = workspace(kProducts, {tile, per_out}, input.options());
         for (int64_t r0 = begin; r0 < end; r0 += tile) {
           const int64_t r1 = std::min(r0 + tile, end);
-          forward_tile(c, r0, r1, cols.narrow(0, 0, r1 - r0), products.narrow(0, 0, r1 - r0), out);
+          forward_tile(c, r0, r1, bias, cols.narrow(0, 0, r1 - r0), products.narrow(0, 0, r1 - r0), out);
         }
       });
     }
   }
 
-  // Rows [r0, r1) of a chunk into `out` ([images, groups, C_out / groups, P]), on the calling thread.
-  void forward_tile(const Chunk<T>& c, int64_t r0, int64_t r1, const at::Tensor& tile, at::Tensor product,
-                    at::Tensor& out) const {
+  // Rows [r0, r1) of a chunk into `out` ([images, groups, C_out / groups, P]), on the calling thread;
+  // `bias` ([C_out]) may be undefined.
+  void forward_tile(const Chunk<T>& c, int64_t r0, int64_t r1, const at::Tensor& bias, const at::Tensor& tile,
+                    at::Tensor product, at::Tensor& out) const {
     const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups;
     std::vector<uint8_t> inside(rows_forced() ? 0 : (r1 - r0) * g.taps());
     sample_rows(c, r0, r1, tile.mutable_data_ptr<T>(), inside.empty() ? nullptr : inside.data());
@@ -781,8 +796,11 @@ struct TiledDeformConv {
     // this orientation 5-15% faster than the output's [C_out, positions] one, which pays for the
     // transposed copy of the (cache-resident) product into the output.
     for (int64_t k = 0; k < g.groups; ++k) {
+      const at::Tensor bias_k = bias.defined() ? bias.narrow(0, k * per_out, per_out) : at::Tensor();
       if (by_tap) {
-        tap_products(tile, taps, k, product);
+        tap_products(tile, taps, k, bias_k, product);
+      } else if (bias_k.defined()) {
+        at::addmm_out(product, bias_k, group(tile, k), weight[k].t());
       } else {
         at::mm_out(product, group(tile, k), weight[k].t());
       }
@@ -822,6 +840,8 @@ struct TiledDeformConv {
                   need_offset && g.use_mask ? grad_mask.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr,
                   need_input, need_weight, need_offset, P < thread_rows};
       at::parallel_for(0, m * P, row_grain(g), [&](int64_t begin, int64_t end) {
+        // OpenMP's workers do not inherit the caller's dispatch state (forward_cpu's guard)
+        const at::AutoDispatchBelowADInplaceOrView below_autograd;
         const int64_t thread = at::get_thread_num();
         TORCH_INTERNAL_ASSERT(thread < threads, "deform_conv2d backward: thread ", thread, " has no buffer");
         T* gxp = need_input ? padded_grads[thread].mutable_data_ptr<T>() : nullptr;
@@ -1529,15 +1549,14 @@ at::Tensor forward_float(const at::Tensor& input_, const at::Tensor& weight, con
   at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
   if (g.batch == 0) return output;
   const bool direct = deform_conv2d_plan(g.in_channels, g.out_channels, g.groups) == DeformConvPlan::kDirect;
-  const bool has_bias = bias.has_value() && bias->defined();
+  const at::Tensor bias_c = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_forward_cpu", [&] {
     if (direct) {
-      DirectDeformConv<scalar_t>(g, weight).forward(input, offset, mask, has_bias ? *bias : at::Tensor(), output);
+      DirectDeformConv<scalar_t>(g, weight).forward(input, offset, mask, bias_c, output);
     } else {
-      TiledDeformConv<scalar_t>(g, weight).forward(input, offset, mask, output);
+      TiledDeformConv<scalar_t>(g, weight).forward(input, offset, mask, bias_c, output);
     }
   });
-  if (has_bias && !direct) output.add_(bias->view({1, -1, 1, 1}));
   return output;
 }
 
@@ -1581,11 +1600,14 @@ c10::optional<at::Tensor> to_float(const c10::optional<at::Tensor>& t) {
   return t;
 }
 
-// The CPU computes half-precision calls in float32 and casts the results back.
+// The CPU computes half-precision calls in float32 and casts the results back. Both kernels run
+// below autograd (as the CUDA ones): their own tensor ops are not the caller's graph, and recorded
+// they would cost autograd metadata per view and refuse an out= GEMM that reads the caller's bias.
 at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
                        const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                        int64_t offset_groups) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   if (is_half(input)) {
     return forward_float(input.to(at::kFloat), weight.to(at::kFloat), offset.to(at::kFloat), to_float(mask),
                          to_float(bias), stride, padding, dilation, groups, offset_groups)
@@ -1598,6 +1620,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
     const c10::optional<at::Tensor>& mask, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, int64_t offset_groups, std::array<bool, 3> output_mask) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   if (is_half(input)) {
     const auto dtype = input.scalar_type();
     auto grads = backward_float(grad_output.to(at::kFloat), input.to(at::kFloat), weight.to(at::kFloat),

@@ -20,12 +20,13 @@ using cuda_kernels::scatter_columns;
 const DeformConvPasses kCudaPasses{sample_columns, backward_columns, scatter_columns, direct_forward, direct_backward};
 
 // The guard makes the input's device current, so the passes and the driver's GEMMs run on
-// that device's current stream.
+// that device's current stream; both kernels run below autograd, as the CPU ones (see there).
 at::Tensor forward_cuda(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
                         const c10::optional<at::Tensor>& mask, const c10::optional<at::Tensor>& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                         int64_t offset_groups) {
   const c10::cuda::CUDAGuard device_guard(input.device());
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   return deform_conv2d_forward(input, weight, offset, mask, bias, stride, padding, dilation, groups, offset_groups,
                                kCudaPasses);
 }
@@ -40,6 +41,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cuda(
   // any kernel runs.
   if (output_mask[0]) at::globalContext().alertNotDeterministic("deform_conv2d_backward (CUDA)");
   const c10::cuda::CUDAGuard device_guard(input.device());
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   return deform_conv2d_backward(grad_output, input, weight, offset, mask, stride, padding, dilation, groups,
                                 offset_groups, output_mask, kCudaPasses);
 }
