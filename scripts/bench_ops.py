@@ -149,6 +149,62 @@ def forward_backward(fn, tensors):
     return run
 
 
+def inside_counts(shape: Shape, offset: torch.Tensor) -> list[int]:
+    """Per tap of the 3x3 kernel, the positions (over the batch) where it samples inside the image
+    at these offsets for some offset group: the (position, tap) pairs an im2col layer must multiply."""
+    s, d = shape.size, shape.dilation
+    by_group = offset.view(shape.batch, shape.offset_groups, 18, s, s)
+    grid = torch.arange(s, dtype=offset.dtype)
+    counts = []
+    for k in range(9):
+        dy, dx = by_group[:, :, 2 * k], by_group[:, :, 2 * k + 1]
+        h = grid.view(1, 1, s, 1) + (k // 3 - 1) * d + dy
+        w = grid.view(1, 1, 1, s) + (k % 3 - 1) * d + dx
+        counts.append(int(((h > -1) & (h < s) & (w > -1) & (w < s)).any(1).sum()))
+    return counts
+
+
+def gemm_floor(shape: Shape, offset: torch.Tensor, repeat: int, threads: int) -> dict[str, list[float]]:
+    """The GEMMs of an im2col layer's arithmetic alone, as torch.mm (MKL) runs them on one thread on
+    matrices of the layer's sizes, divided by `threads` (a perfect split of the rows, as the op's
+    threads each run their share single-threaded), the faster of the op's two ways: whole rows
+    ([N*P, 9C] x [9C, C]) or one GEMM per tap over the pairs inside the image. Forward: the products;
+    backward: the grad columns and the weight gradient. No sampling, no copies, no waits: what an
+    im2col design on MKL cannot go below."""
+    c, positions = shape.channels, shape.batch * shape.size**2
+    g = torch.Generator().manual_seed(1)
+
+    def way(rows: list[int], depth: int) -> dict[str, list[float]]:
+        """GEMMs of rows[i] x depth columns by depth x C weights, one per entry of rows."""
+        a = [torch.randn(n, depth, generator=g) for n in rows]
+        w = [torch.randn(depth, c, generator=g) for _ in rows]
+        go = [torch.randn(n, c, generator=g) for n in rows]
+        out = [torch.empty(n, c) for n in rows]
+        gcol, gw = [torch.empty_like(t) for t in a], [torch.empty_like(t) for t in w]
+
+        def fwd():
+            for i in range(len(rows)):
+                torch.mm(a[i], w[i], out=out[i])
+
+        def fwdbwd():
+            fwd()
+            for i in range(len(rows)):
+                torch.mm(go[i], w[i].t(), out=gcol[i])
+                torch.mm(a[i].t(), go[i], out=gw[i])
+
+        return {"gemm_fwd": timeit(fwd, repeat), "gemm_fwdbwd": timeit(fwdbwd, repeat)}
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        whole = way([positions], 9 * c)
+        by_tap = way(inside_counts(shape, offset), c)
+    finally:
+        torch.set_num_threads(before)
+    faster = {name: min(whole[name], by_tap[name], key=statistics.median) for name in whole}
+    return {name: [t / threads for t in times] for name, times in faster.items()}
+
+
 def bench_shape(shape: Shape, repeat: int, threads: int, with_torchvision: bool) -> dict[str, list[float]]:
     """One round of timings of every implementation at one shape: name -> wall times."""
     x, offset, weight, bias = make_inputs(shape)
@@ -166,6 +222,8 @@ def bench_shape(shape: Shape, repeat: int, threads: int, with_torchvision: bool)
         }
     row["conv_fwdbwd"] = timeit(forward_backward(conv, (x, weight, bias)), repeat)
     row["segdcn_fwdbwd"] = timeit(forward_backward(ours, (x, offset, weight, bias)), repeat)
+    if shape.groups == 1:  # the im2col plan's shapes
+        row.update(gemm_floor(shape, offset, repeat, threads))
     if with_torchvision:
         with torch.no_grad():
             row["tv_fwd"] = timeit(lambda: tv(x, offset, weight, bias), repeat)
@@ -312,6 +370,9 @@ def ratios(row: dict) -> dict:
         "fwd / ort": row["segdcn_fwd"] / row["ort_fwd"],
         "fwdbwd / conv": row["segdcn_fwdbwd"] / row["conv_fwdbwd"],
     }
+    if "gemm_fwd" in row:
+        out["gemm fwd / conv"] = row["gemm_fwd"] / row["conv_fwd"]
+        out["gemm fwdbwd / conv"] = row["gemm_fwdbwd"] / row["conv_fwdbwd"]
     if "tv_fwdbwd" in row:
         out["tv fwdbwd / ours"] = row["tv_fwdbwd"] / row["segdcn_fwdbwd"]
         out["tv fwd / ours"] = row["tv_fwd"] / row["segdcn_fwd"]
@@ -349,7 +410,8 @@ def verdict(ratios_: dict, kind: str) -> str:
 
 def format_table(results: list[dict]) -> str:
     """The times and ratios of every shape and thread count, with the verdict, as Markdown."""
-    time_cols = ["conv_fwd", "segdcn_fwd", "ort_fwd", "tv_fwd", "conv_fwdbwd", "segdcn_fwdbwd", "tv_fwdbwd"]
+    time_cols = ["conv_fwd", "segdcn_fwd", "ort_fwd", "tv_fwd", "gemm_fwd", "conv_fwdbwd", "segdcn_fwdbwd"]
+    time_cols += ["tv_fwdbwd", "gemm_fwdbwd"]
     time_cols = [c for c in time_cols if any(c in r["times"] for r in results)]
     ratio_cols = list(dict.fromkeys(k for r in results for k in r["ratios"]))
     header = ["threads", "shape", "kind"] + [f"{c} ms" for c in time_cols] + ratio_cols + ["targets"]
@@ -590,9 +652,19 @@ def main(argv=None) -> int:
         _C._force_tap_gemms(before)
 
 
+def warm_allocator() -> None:
+    """Puts the process's allocator in the state a training loop's is in. glibc's malloc serves a block
+    over its mmap threshold (128 KiB at start) with fresh pages, a page fault per 4 KiB touched, until
+    freeing such a block raises the threshold to its size (up to 32 MiB); in a fresh process the first
+    shape measured paid that on every output, F.conv2d's too (a grouped conv took 8.6 ms first and
+    2.4 ms after other shapes). One block freed here raises it for every shape alike."""
+    torch.empty(24 << 20, dtype=torch.uint8).fill_(0)
+
+
 def measure(args, argv, device: torch.device, thread_counts: list[int], roi_config: list[int], info: dict) -> int:
     """main's measurements, tables and results files, once the arguments are checked."""
     cuda = device.type == "cuda"
+    warm_allocator()
     transcript = Transcript()  # what --results writes
     emit = transcript.emit
     where = (

@@ -59,6 +59,39 @@ def test_bench_ops_prints_ratios_and_writes_json(tmp_path):
     for r in data["results"]:
         assert all(t > 0 for t in r["times"].values())
         assert set(r["ratios"]) >= {"fwd / conv", "fwd / ort", "fwdbwd / conv", "tv fwdbwd / ours"}
+        # groups = 1: the im2col plan's GEMM floor is measured beside the op
+        assert r["ratios"]["gemm fwd / conv"] == r["times"]["gemm_fwd"] / r["times"]["conv_fwd"]
+        assert r["times"]["gemm_fwdbwd"] > r["times"]["gemm_fwd"]
+
+
+@pytest.mark.parametrize(
+    "size,dilation,scale,offset_groups", [(9, 2, 2.0, 1), (8, 4, 4.0, 1), (5, 1, 0.0, 1), (8, 4, 3.0, 2)]
+)
+def test_bench_ops_counts_the_taps_inside_as_torchvision_samples_them(size, dilation, scale, offset_groups):
+    """The GEMM floor's (position, tap) pairs inside the image: a tap samples inside for some offset
+    group exactly where torchvision's deform_conv2d of an all-ones input (a channel per offset group)
+    through that tap alone is above zero."""
+    import torchvision.ops
+
+    bench = load_script("bench_ops")
+    shape = bench.Shape(2, offset_groups, size, dilation, 1, offset_groups)
+    generator = torch.Generator().manual_seed(0)
+    offset = torch.randn(2, 18 * offset_groups, size, size, generator=generator) * scale
+    ones = torch.ones(2, offset_groups, size, size)
+    expected = []
+    for k in range(9):
+        weight = torch.zeros(1, offset_groups, 3, 3)
+        weight[0, :, k // 3, k % 3] = 1
+        out = torchvision.ops.deform_conv2d(ones, offset, weight, padding=dilation, dilation=dilation)
+        expected.append(int((out > 0).sum()))
+    assert bench.inside_counts(shape, offset) == expected
+    assert 0 < sum(expected) < 9 * 2 * size * size  # some taps inside, some out: the test can fail
+
+
+def test_bench_ops_has_no_gemm_floor_for_grouped_shapes():
+    bench = load_script("bench_ops")
+    row = bench.bench_shape(bench.Shape(1, 8, 9, 1, 8), repeat=1, threads=1, with_torchvision=False)
+    assert "gemm_fwd" not in row and "gemm fwd / conv" not in bench.ratios(bench.medians([row]))
 
 
 def test_bench_ops_measures_the_temporaries():
