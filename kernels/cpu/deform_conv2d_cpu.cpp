@@ -1057,8 +1057,9 @@ inline __attribute__((always_inline)) void group_products_any(const T* src, int6
 // The same for a common group width kLen, known when compiled: the accumulators of kRun positions
 // (kRun * kLen values) stay in registers through every tap and src channel of a group, and the
 // multiply-adds of different positions are independent. With a run-time width the loop re-loads
-// and stores them for every channel, a third of the speed; loaded and stored once per tap instead
-// of once per block, they cost a third of the forward's products (8 channels a group).
+// and stores them for every channel, a third of the speed. Held across the taps, they are loaded
+// and stored once per block rather than once per tap, which at 8 output channels a group had been
+// a third of the products' loads and stores.
 template <typename T, int64_t kLen>
 inline __attribute__((always_inline)) void group_products_fixed(const T* src, int64_t src_per_group, const T* w,
                                                                 int64_t taps, int64_t w_tap_stride, T* dst,
