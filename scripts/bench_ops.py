@@ -194,15 +194,18 @@ def gemm_floor(shape: Shape, offset: torch.Tensor, repeat: int, threads: int) ->
 
         return {"gemm_fwd": timeit(fwd, repeat), "gemm_fwdbwd": timeit(fwdbwd, repeat)}
 
+    inside = inside_counts(shape, offset)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         whole = way([positions], 9 * c)
-        by_tap = way(inside_counts(shape, offset), c)
+        by_tap = way(inside, c)
     finally:
         torch.set_num_threads(before)
     faster = {name: min(whole[name], by_tap[name], key=statistics.median) for name in whole}
-    return {name: [t / threads for t in times] for name, times in faster.items()}
+    floor = {name: [t / threads for t in times] for name, times in faster.items()}
+    # the share of (position, tap) pairs inside: on a small map it moves with the offsets' scale
+    return floor | {"taps_inside": [sum(inside) / (9 * positions)]}
 
 
 def bench_shape(shape: Shape, repeat: int, threads: int, with_torchvision: bool) -> dict[str, list[float]]:
@@ -373,6 +376,7 @@ def ratios(row: dict) -> dict:
     if "gemm_fwd" in row:
         out["gemm fwd / conv"] = row["gemm_fwd"] / row["conv_fwd"]
         out["gemm fwdbwd / conv"] = row["gemm_fwdbwd"] / row["conv_fwdbwd"]
+        out["taps inside"] = row["taps_inside"]
     if "tv_fwdbwd" in row:
         out["tv fwdbwd / ours"] = row["tv_fwdbwd"] / row["segdcn_fwdbwd"]
         out["tv fwd / ours"] = row["tv_fwd"] / row["segdcn_fwd"]
@@ -691,6 +695,7 @@ def measure(args, argv, device: torch.device, thread_counts: list[int], roi_conf
         for threads in thread_counts:
             times = medians(rounds[threads])
             r = ratios(times)
+            times.pop("taps_inside", None)  # a share, not a time: it is among the ratios
             results.append(
                 {
                     "threads": threads,

@@ -62,6 +62,7 @@ def test_bench_ops_prints_ratios_and_writes_json(tmp_path):
         # groups = 1: the im2col plan's GEMM floor is measured beside the op
         assert r["ratios"]["gemm fwd / conv"] == r["times"]["gemm_fwd"] / r["times"]["conv_fwd"]
         assert r["times"]["gemm_fwdbwd"] > r["times"]["gemm_fwd"]
+        assert 0 < r["ratios"]["taps inside"] < 1 and "taps_inside" not in r["times"]
 
 
 @pytest.mark.parametrize(
