@@ -47,12 +47,34 @@ def parse_size(text: str) -> tuple[int, int]:
     return (parts[0], parts[-1])
 
 
+# A pseudo-impl of the benchmark: the DCN model with each deformable layer's sampling replaced by the
+# plain convolution it replaces, its offset conv still run (forward and backward). Its time over the
+# plain model's is what the offset convs cost; the native DCN model's beyond it is the deformable op's.
+OFFSETS_ONLY = "offsets_only"
+
+
+def offsets_then_conv(layer):
+    """layer.forward as its offset conv, then the plain convolution: the offsets (and masks) enter the
+    output with weight 0, so the offset conv's backward runs as it does in the deformable layer."""
+
+    def forward(x):
+        offset, mask = layer.offset_and_mask(x)
+        out = F.conv2d(x, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+        unused = offset.sum() if mask is None else offset.sum() + mask.sum()
+        return out + 0 * unused
+
+    return forward
+
+
 def build(args, layers: int, impl: str, norm: str):
+    backbone = {"name": f"resnet{args.depth}", "output_stride": args.output_stride, "pretrained": "none"}
+    if args.width is not None:
+        backbone["width"] = args.width
     cfg = {
-        "backbone": {"name": f"resnet{args.depth}", "output_stride": args.output_stride, "pretrained": "none"},
+        "backbone": backbone,
         "norm": norm,
         "head": {"name": args.head},
-        "dcn": {"layers": layers, "impl": impl},
+        "dcn": {"layers": layers, "impl": "native" if impl == OFFSETS_ONLY else impl},
     }
     with warnings.catch_warnings():  # frozen BN without weights warns; the statistics are calibrated below
         warnings.simplefilter("ignore")
@@ -84,6 +106,8 @@ def make_model(args, layers: int, impl: str, state: dict):
     for layer in deformable_layers(model).values():
         w = layer.conv_offset.weight
         w.data.copy_(torch.randn(w.shape, generator=g) * 0.5 / w[0].numel() ** 0.5)
+        if impl == OFFSETS_ONLY:
+            layer.forward = offsets_then_conv(layer)
     return model
 
 
@@ -124,13 +148,19 @@ def timed(fn, device: torch.device) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depth", type=int, default=101, choices=(18, 34, 50, 101, 152), help="ResNet depth")
+    parser.add_argument("--width", type=int, default=None, help="stem and res2 channels (default: the ResNet's 64)")
     parser.add_argument("--output-stride", type=int, default=16, choices=(8, 16, 32))
     parser.add_argument("--head", default="paper", choices=("paper", "aspp_v2", "aspp_v3"))
     parser.add_argument("--size", type=parse_size, default=(513, 513), help="input S or HxW (default 513)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--num-classes", type=int, default=21)
     parser.add_argument("--layers", type=int, default=3, help="deformable layers of the DCN model (default 3)")
-    parser.add_argument("--impls", default="native,torchvision", help="comma-separated DeformConv2d impls")
+    parser.add_argument(
+        "--impls",
+        default=f"native,torchvision,{OFFSETS_ONLY}",
+        help=f"comma-separated DeformConv2d impls, and {OFFSETS_ONLY}: the offset convs with plain convs "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
