@@ -1,4 +1,5 @@
-"""scripts/bench_model.py's offsets_only model: the DCN model's offset convs with plain convolutions."""
+"""scripts/bench_model.py: its command line, and the offsets_only model (the DCN model's offset convs with plain
+convolutions)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,23 @@ def test_bench_model_times_the_offset_convs_beside_the_deformable_model(tmp_path
     assert set(rows) == {"plain", "dcn3_native", "dcn3_offsets_only"}
     assert rows["dcn3_offsets_only"]["params"] == rows["dcn3_native"]["params"] > rows["plain"]["params"]
     assert all(r["train_step_s"] > 0 for r in rows.values())
+
+
+def test_bench_model_runs_at_a_tiny_size(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--depth", "18", "--size", "33", "--repeat", "1", "--warmup", "0", "--threads", "1", "--json", str(out)]
+    result = run_python("scripts/bench_model.py", *args, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "paper, Table 4" in result.stdout and "res5b_branch2b" in result.stdout
+    report = json.loads(out.read_text())
+    rows = {r["model"]: r for r in report["results"]}
+    assert set(rows) == {"plain", "dcn3_native", "dcn3_torchvision", "dcn3_offsets_only"}  # the default --impls
+    assert rows["plain"]["forward_ratio"] == 1.0 and rows["dcn3_native"]["train_step_s"] > 0
+    # three offset convs of 18 x 512 x 3 x 3 weights + 18 biases: the parameter difference
+    assert rows["dcn3_native"]["params"] - rows["plain"]["params"] == 3 * (18 * 512 * 9 + 18)
+    assert report["paper_table4"]["params_m"] == {"plain": 46.0, "deformable": 46.1}
+
+
+def test_bench_model_help():
+    result = run_python("scripts/bench_model.py", "--help", timeout=120)
+    assert result.returncode == 0 and "--json" in result.stdout and "513" in result.stdout

@@ -1,8 +1,4 @@
-"""Building models from config keys: conf/model/*.yaml, validation errors, parameter groups, bench_model.py."""
-
-import json
-import subprocess
-import sys
+"""Building models from config keys: conf/model/*.yaml, validation errors, parameter groups."""
 
 import pytest
 import torch
@@ -10,7 +6,6 @@ from omegaconf import OmegaConf
 
 from segdcn.config import ConfigError, ModelConfig, compose
 from segdcn.models import FrozenBatchNorm2d, build_model, deformable_layer_names, param_groups
-from tests.helpers import ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore:model.norm=frozen_bn without:UserWarning")
 
@@ -143,29 +138,3 @@ def test_param_groups_without_no_decay_and_with_frozen_bn():
     # frozen BN has no parameters: the backbone group holds the convs only
     assert len(groups[0]["params"]) == sum(1 for n, _ in model.backbone.named_parameters() if "conv_offset" not in n)
     assert all(p.dim() == 4 for p in groups[0]["params"])
-
-
-# ---------------------------------------------------------------- bench_model.py
-
-
-def test_bench_model_runs_at_a_tiny_size(tmp_path):
-    out = tmp_path / "bench.json"
-    cmd = [sys.executable, "scripts/bench_model.py", "--depth", "18", "--size", "33", "--repeat", "1"]
-    cmd += ["--warmup", "0", "--threads", "1", "--json", str(out)]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "paper, Table 4" in result.stdout and "res5b_branch2b" in result.stdout
-    report = json.loads(out.read_text())
-    rows = {r["model"]: r for r in report["results"]}
-    assert set(rows) == {"plain", "dcn3_native", "dcn3_torchvision"}
-    assert rows["plain"]["forward_ratio"] == 1.0 and rows["dcn3_native"]["train_step_s"] > 0
-    # three offset convs of 18 x 512 x 3 x 3 weights + 18 biases: the parameter difference
-    assert rows["dcn3_native"]["params"] - rows["plain"]["params"] == 3 * (18 * 512 * 9 + 18)
-    assert report["paper_table4"]["params_m"] == {"plain": 46.0, "deformable": 46.1}
-
-
-def test_bench_model_help():
-    result = subprocess.run(
-        [sys.executable, "scripts/bench_model.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0 and "--json" in result.stdout and "513" in result.stdout
