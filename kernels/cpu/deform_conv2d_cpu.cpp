@@ -1213,9 +1213,9 @@ SEGDCN_SIMD_CLONES void depthwise_backward(Corners<double> s, const double* coef
 // positions and without branches: dy, dx (and the mask, or null) are those positions' offsets,
 // contiguous in the offset tensor; h[q] + dh and w[q] + dw their places on the input grid. With 8
 // offset groups a depthwise position has 72 taps for 32 channels each, and computed one by one, with
-// a branch per tap, their arithmetic took as long as the channel loops. (GCC keeps this loop scalar
-// under its default -ftrapping-math; built with -fno-trapping-math it ran in AVX2 and the depthwise
-// forward was no faster, its backward slower.)
+// a branch per tap, their arithmetic took as long as the channel loops. GCC keeps this loop scalar
+// under its default -ftrapping-math (built with -fno-trapping-math every loop vectorised and the
+// depthwise backward got slower), so float has tap_run_avx2 below.
 template <typename T, bool kMask>
 inline __attribute__((always_inline)) void tap_run_loop(const T* dy, const T* dx, const T* mask, const int32_t* h,
                                                         const int32_t* w, int32_t dh, int32_t dw, int64_t count,
@@ -1247,9 +1247,54 @@ inline __attribute__((always_inline)) void tap_run_body(const T* dy, const T* dx
   }
 }
 
-SEGDCN_SIMD_CLONES void tap_run(const float* dy, const float* dx, const float* mask, const int32_t* h, const int32_t* w,
-                                int32_t dh, int32_t dw, int64_t count, int64_t height, int64_t width, int32_t* pixel,
-                                float* lh, float* lw, float* m, int32_t* inside) {
+#if defined(__GNUC__) && defined(__x86_64__)
+// tap_run_loop for float in AVX2, eight positions at a time: the same IEEE operations (an add, a
+// floor, a subtraction, compares and selects), so the same bits. Scalar, the loop was 12% of a
+// depthwise forward with 8 offset groups (perf), three quarters of its channel loops' time.
+__attribute__((target("avx2"))) void tap_run_avx2(const float* dy, const float* dx, const float* mask,
+                                                    const int32_t* h, const int32_t* w, int32_t dh, int32_t dw,
+                                                    int64_t count, int64_t height, int64_t width, int32_t* pixel,
+                                                    float* lh, float* lw, float* m, int32_t* inside) {
+  const __m256 minus_one = _mm256_set1_ps(-1.0f), one = _mm256_set1_ps(1.0f);
+  const __m256 fheight = _mm256_set1_ps(float(height)), fwidth = _mm256_set1_ps(float(width));
+  const __m256i vdh = _mm256_set1_epi32(dh), vdw = _mm256_set1_epi32(dw), ione = _mm256_set1_epi32(1);
+  const __m256i row = _mm256_set1_epi32(int32_t(width + 2));
+  int64_t q = 0;
+  for (; q + 8 <= count; q += 8) {
+    const __m256 y = _mm256_add_ps(
+        _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + q)), vdh)),
+        _mm256_loadu_ps(dy + q));
+    const __m256 x = _mm256_add_ps(
+        _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + q)), vdw)),
+        _mm256_loadu_ps(dx + q));
+    const __m256 in = _mm256_and_ps(
+        _mm256_and_ps(_mm256_cmp_ps(y, minus_one, _CMP_GT_OQ), _mm256_cmp_ps(x, minus_one, _CMP_GT_OQ)),
+        _mm256_and_ps(_mm256_cmp_ps(y, fheight, _CMP_LT_OQ), _mm256_cmp_ps(x, fwidth, _CMP_LT_OQ)));
+    const __m256 floor_y = _mm256_round_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m256 floor_x = _mm256_round_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m256 fy = _mm256_and_ps(in, floor_y), fx = _mm256_and_ps(in, floor_x);  // outside: corner (0, 0)
+    _mm256_storeu_ps(lh + q, _mm256_and_ps(in, _mm256_sub_ps(y, floor_y)));
+    _mm256_storeu_ps(lw + q, _mm256_and_ps(in, _mm256_sub_ps(x, floor_x)));
+    const __m256i top = _mm256_add_epi32(_mm256_cvttps_epi32(fy), ione);
+    const __m256i left = _mm256_add_epi32(_mm256_cvttps_epi32(fx), ione);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pixel + q), _mm256_add_epi32(_mm256_mullo_epi32(top, row), left));
+    _mm256_storeu_ps(m + q, _mm256_and_ps(in, mask ? _mm256_loadu_ps(mask + q) : one));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(inside + q), _mm256_srli_epi32(_mm256_castps_si256(in), 31));
+  }
+  if (q < count) {
+    tap_run_body(dy + q, dx + q, mask ? mask + q : nullptr, h + q, w + q, dh, dw, count - q, height, width, pixel + q,
+                 lh + q, lw + q, m + q, inside + q);
+  }
+}
+#endif
+
+void tap_run(const float* dy, const float* dx, const float* mask, const int32_t* h, const int32_t* w, int32_t dh,
+             int32_t dw, int64_t count, int64_t height, int64_t width, int32_t* pixel, float* lh, float* lw, float* m,
+             int32_t* inside) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return tap_run_avx2(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
+#endif
   tap_run_body(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
 }
 SEGDCN_SIMD_CLONES void tap_run(const double* dy, const double* dx, const double* mask, const int32_t* h,
