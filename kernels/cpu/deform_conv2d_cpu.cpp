@@ -244,6 +244,12 @@ void transpose_block(const T* src, int64_t src_stride, T* dst, int64_t dst_strid
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
+// Whether the loops written in AVX2 intrinsics (target("avx2") below) may run: asked once.
+bool has_avx2() {
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  return avx2;
+}
+
 // Eight rows of eight floats transposed in registers: the scalar loop moves one element per
 // instruction and was a quarter of a depthwise forward.
 __attribute__((target("avx2"))) void transpose_block_avx2(const float* src, int64_t src_stride, float* dst,
@@ -276,8 +282,7 @@ __attribute__((target("avx2"))) void transpose_block_avx2(const float* src, int6
 
 void transpose_block(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows,
                      int64_t cols) {
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) {
+  if (has_avx2()) {
     transpose_block_avx2(src, src_stride, dst, dst_stride, rows, cols);
   } else {
     transpose_block<float>(src, src_stride, dst, dst_stride, rows, cols);
@@ -1292,8 +1297,7 @@ void tap_run(const float* dy, const float* dx, const float* mask, const int32_t*
              int32_t dw, int64_t count, int64_t height, int64_t width, int32_t* pixel, float* lh, float* lw, float* m,
              int32_t* inside) {
 #if defined(__GNUC__) && defined(__x86_64__)
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) return tap_run_avx2(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
+  if (has_avx2()) return tap_run_avx2(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
 #endif
   tap_run_body(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
 }
@@ -1433,12 +1437,13 @@ struct DirectDeformConv {
     group_products(sample, per_group, wf, K, C * per_out, acc, per_out, count, g.groups);
   }
 
-  // The bias starts the accumulators (a separate pass costs as much as a depthwise tap).
+  // The bias (contiguous, as forward_float passes it, or undefined) starts the accumulators: a
+  // separate pass costs as much as a depthwise tap.
   void forward(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask, const at::Tensor& bias,
                at::Tensor& output) const {
     const int64_t Cout = g.out_channels;
     const T* wf = weight.const_data_ptr<T>();
-    const at::Tensor bias_c = bias.defined() ? bias.contiguous() : at::zeros({Cout}, input.options());
+    const at::Tensor bias_c = bias.defined() ? bias : at::zeros({Cout}, input.options());
     const T* b = bias_c.const_data_ptr<T>();
     at::Tensor padded_input = padded_buffer(g, chunk_images, input.options(), kPaddedInput, true);
     // Where a depthwise tap outside the image reads its four corners: zeros, so that it adds exactly
