@@ -999,13 +999,15 @@ struct TiledDeformConv {
 // weight-gradient buffers, summed in slice order: deterministic at a fixed thread count.
 
 // All taps of one depthwise position for `len` channels: acc[i] += sum_k w[k * w_stride + i] * sum_j
-// coeff[4k + j] * corner_j of tap k. The taps are the inner loop, so each channel's accumulator
+// coeff[(4k + j) * coeff_stride] * corner_j of tap k. The taps are the inner loop, so each channel's accumulator
 // stays in a register and the weights apply in the blend's pass; an outside tap points at zeros
 // with zero coefficients instead of branching.
 template <typename T>
-inline __attribute__((always_inline)) void depthwise_taps_body(const T* const* corner, const T* coeff, int64_t taps,
-                                                               int64_t right, int64_t down, const T* w,
-                                                               int64_t w_stride, T* acc, int64_t len) {
+inline __attribute__((always_inline)) void depthwise_taps_body(const T* const* corner, const T* coeff,
+                                                               int64_t coeff_stride, int64_t taps, int64_t right,
+                                                               int64_t down, const T* w, int64_t w_stride, T* acc,
+                                                               int64_t len) {
+  const int64_t cs = coeff_stride;
   // runs of a fixed width, so the accumulators of a run are registers the compiler can keep
   constexpr int64_t kRun = 32 / sizeof(T) * 2;
   int64_t i0 = 0;
@@ -1014,7 +1016,7 @@ inline __attribute__((always_inline)) void depthwise_taps_body(const T* const* c
     for (int64_t i = 0; i < kRun; ++i) a[i] = acc[i0 + i];
     for (int64_t k = 0; k < taps; ++k) {
       const T *x = corner[k] + i0, *wk = w + k * w_stride + i0;
-      const T c0 = coeff[4 * k], c1 = coeff[4 * k + 1], c2 = coeff[4 * k + 2], c3 = coeff[4 * k + 3];
+      const T *ck = coeff + 4 * k * cs, c0 = ck[0], c1 = ck[cs], c2 = ck[2 * cs], c3 = ck[3 * cs];
 #pragma omp simd
       for (int64_t i = 0; i < kRun; ++i)
         a[i] += wk[i] * (c0 * x[i] + c1 * x[i + right] + c2 * x[i + down] + c3 * x[i + down + right]);
@@ -1023,7 +1025,7 @@ inline __attribute__((always_inline)) void depthwise_taps_body(const T* const* c
   }
   for (int64_t k = 0; k < taps; ++k) {
     const T *x = corner[k], *wk = w + k * w_stride;
-    const T c0 = coeff[4 * k], c1 = coeff[4 * k + 1], c2 = coeff[4 * k + 2], c3 = coeff[4 * k + 3];
+    const T *ck = coeff + 4 * k * cs, c0 = ck[0], c1 = ck[cs], c2 = ck[2 * cs], c3 = ck[3 * cs];
     for (int64_t i = i0; i < len; ++i)
       acc[i] += wk[i] * (c0 * x[i] + c1 * x[i + right] + c2 * x[i + down] + c3 * x[i + down + right]);
   }
@@ -1181,13 +1183,15 @@ inline __attribute__((always_inline)) void depthwise_backward_any(Corners<T> s, 
   }
 }
 
-SEGDCN_SIMD_CLONES void depthwise_taps(const float* const* corner, const float* coeff, int64_t taps, int64_t right,
-                                       int64_t down, const float* w, int64_t w_stride, float* acc, int64_t len) {
-  depthwise_taps_body(corner, coeff, taps, right, down, w, w_stride, acc, len);
+SEGDCN_SIMD_CLONES void depthwise_taps(const float* const* corner, const float* coeff, int64_t coeff_stride,
+                                       int64_t taps, int64_t right, int64_t down, const float* w, int64_t w_stride,
+                                       float* acc, int64_t len) {
+  depthwise_taps_body(corner, coeff, coeff_stride, taps, right, down, w, w_stride, acc, len);
 }
-SEGDCN_SIMD_CLONES void depthwise_taps(const double* const* corner, const double* coeff, int64_t taps, int64_t right,
-                                       int64_t down, const double* w, int64_t w_stride, double* acc, int64_t len) {
-  depthwise_taps_body(corner, coeff, taps, right, down, w, w_stride, acc, len);
+SEGDCN_SIMD_CLONES void depthwise_taps(const double* const* corner, const double* coeff, int64_t coeff_stride,
+                                       int64_t taps, int64_t right, int64_t down, const double* w, int64_t w_stride,
+                                       double* acc, int64_t len) {
+  depthwise_taps_body(corner, coeff, coeff_stride, taps, right, down, w, w_stride, acc, len);
 }
 SEGDCN_SIMD_CLONES void group_products(const float* src, int64_t src_per_group, const float* w, int64_t taps,
                                        int64_t w_tap_stride, float* dst, int64_t len, int64_t count, int64_t groups) {
@@ -1216,7 +1220,8 @@ SEGDCN_SIMD_CLONES void depthwise_backward(Corners<double> s, const double* coef
 // The taps of `count` consecutive positions of one image for one offset group and tap, exactly as
 // TapReader gives them (the boundary rule is bilinear.h's split_sample), in arrays over the
 // positions and without branches: dy, dx (and the mask, or null) are those positions' offsets,
-// contiguous in the offset tensor; h[q] + dh and w[q] + dw their places on the input grid. With 8
+// contiguous in the offset tensor; h[q] + dh and w[q] + dw their places on the input grid.
+// coeff[j * count + q] is corner j's bilinear weight times the mask, as modulated_weights gives it. With 8
 // offset groups a depthwise position has 72 taps for 32 channels each, and computed one by one, with
 // a branch per tap, their arithmetic took as long as the channel loops. GCC keeps this loop scalar
 // under its default -ftrapping-math (built with -fno-trapping-math every loop vectorised and the
@@ -1225,7 +1230,7 @@ template <typename T, bool kMask>
 inline __attribute__((always_inline)) void tap_run_loop(const T* dy, const T* dx, const T* mask, const int32_t* h,
                                                         const int32_t* w, int32_t dh, int32_t dw, int64_t count,
                                                         int64_t height, int64_t width, int32_t* pixel, T* lh, T* lw,
-                                                        T* m, int32_t* inside) {
+                                                        T* m, int32_t* inside, T* coeff, int64_t coeff_stride) {
   const int32_t row = int32_t(width + 2);
 #pragma omp simd
   for (int64_t q = 0; q < count; ++q) {
@@ -1235,8 +1240,14 @@ inline __attribute__((always_inline)) void tap_run_loop(const T* dy, const T* dx
     pixel[q] = (int32_t(fy) + 1) * row + int32_t(fx) + 1;
     lh[q] = ly;
     lw[q] = lx;
-    m[q] = in ? (kMask ? mask[q] : T(1)) : T(0);
+    const T mq = in ? (kMask ? mask[q] : T(1)) : T(0);
+    m[q] = mq;
     inside[q] = in;
+    const T hh = T(1) - ly, hw = T(1) - lx;  // bilinear_weights, then the mask
+    coeff[q] = (hh * hw) * mq;
+    coeff[coeff_stride + q] = (hh * lx) * mq;
+    coeff[2 * coeff_stride + q] = (ly * hw) * mq;
+    coeff[3 * coeff_stride + q] = (ly * lx) * mq;
   }
 }
 
@@ -1244,11 +1255,13 @@ template <typename T>
 inline __attribute__((always_inline)) void tap_run_body(const T* dy, const T* dx, const T* mask, const int32_t* h,
                                                         const int32_t* w, int32_t dh, int32_t dw, int64_t count,
                                                         int64_t height, int64_t width, int32_t* pixel, T* lh, T* lw,
-                                                        T* m, int32_t* inside) {
+                                                        T* m, int32_t* inside, T* coeff, int64_t coeff_stride) {
   if (mask) {
-    tap_run_loop<T, true>(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
+    tap_run_loop<T, true>(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside, coeff,
+                          coeff_stride);
   } else {
-    tap_run_loop<T, false>(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
+    tap_run_loop<T, false>(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside, coeff,
+                           coeff_stride);
   }
 }
 
@@ -1259,7 +1272,7 @@ inline __attribute__((always_inline)) void tap_run_body(const T* dy, const T* dx
 __attribute__((target("avx2"))) void tap_run_avx2(const float* dy, const float* dx, const float* mask,
                                                     const int32_t* h, const int32_t* w, int32_t dh, int32_t dw,
                                                     int64_t count, int64_t height, int64_t width, int32_t* pixel,
-                                                    float* lh, float* lw, float* m, int32_t* inside) {
+                                                    float* lh, float* lw, float* m, int32_t* inside, float* coeff) {
   const __m256 minus_one = _mm256_set1_ps(-1.0f), one = _mm256_set1_ps(1.0f);
   const __m256 fheight = _mm256_set1_ps(float(height)), fwidth = _mm256_set1_ps(float(width));
   const __m256i vdh = _mm256_set1_epi32(dh), vdw = _mm256_set1_epi32(dw), ione = _mm256_set1_epi32(1);
@@ -1278,33 +1291,42 @@ __attribute__((target("avx2"))) void tap_run_avx2(const float* dy, const float* 
     const __m256 floor_y = _mm256_round_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     const __m256 floor_x = _mm256_round_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     const __m256 fy = _mm256_and_ps(in, floor_y), fx = _mm256_and_ps(in, floor_x);  // outside: corner (0, 0)
-    _mm256_storeu_ps(lh + q, _mm256_and_ps(in, _mm256_sub_ps(y, floor_y)));
-    _mm256_storeu_ps(lw + q, _mm256_and_ps(in, _mm256_sub_ps(x, floor_x)));
+    const __m256 ly = _mm256_and_ps(in, _mm256_sub_ps(y, floor_y)), lx = _mm256_and_ps(in, _mm256_sub_ps(x, floor_x));
+    _mm256_storeu_ps(lh + q, ly);
+    _mm256_storeu_ps(lw + q, lx);
     const __m256i top = _mm256_add_epi32(_mm256_cvttps_epi32(fy), ione);
     const __m256i left = _mm256_add_epi32(_mm256_cvttps_epi32(fx), ione);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(pixel + q), _mm256_add_epi32(_mm256_mullo_epi32(top, row), left));
-    _mm256_storeu_ps(m + q, _mm256_and_ps(in, mask ? _mm256_loadu_ps(mask + q) : one));
+    const __m256 mq = _mm256_and_ps(in, mask ? _mm256_loadu_ps(mask + q) : one);
+    _mm256_storeu_ps(m + q, mq);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(inside + q), _mm256_srli_epi32(_mm256_castps_si256(in), 31));
+    const __m256 hh = _mm256_sub_ps(one, ly), hw = _mm256_sub_ps(one, lx);  // bilinear_weights, then the mask
+    _mm256_storeu_ps(coeff + q, _mm256_mul_ps(_mm256_mul_ps(hh, hw), mq));
+    _mm256_storeu_ps(coeff + count + q, _mm256_mul_ps(_mm256_mul_ps(hh, lx), mq));
+    _mm256_storeu_ps(coeff + 2 * count + q, _mm256_mul_ps(_mm256_mul_ps(ly, hw), mq));
+    _mm256_storeu_ps(coeff + 3 * count + q, _mm256_mul_ps(_mm256_mul_ps(ly, lx), mq));
   }
   if (q < count) {
     tap_run_body(dy + q, dx + q, mask ? mask + q : nullptr, h + q, w + q, dh, dw, count - q, height, width, pixel + q,
-                 lh + q, lw + q, m + q, inside + q);
+                 lh + q, lw + q, m + q, inside + q, coeff + q, count);
   }
 }
 #endif
 
 void tap_run(const float* dy, const float* dx, const float* mask, const int32_t* h, const int32_t* w, int32_t dh,
              int32_t dw, int64_t count, int64_t height, int64_t width, int32_t* pixel, float* lh, float* lw, float* m,
-             int32_t* inside) {
+             int32_t* inside, float* coeff) {
 #if defined(__GNUC__) && defined(__x86_64__)
-  if (has_avx2()) return tap_run_avx2(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
+  if (has_avx2())
+    return tap_run_avx2(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside, coeff);
 #endif
-  tap_run_body(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
+  tap_run_body(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside, coeff, count);
 }
 SEGDCN_SIMD_CLONES void tap_run(const double* dy, const double* dx, const double* mask, const int32_t* h,
                                 const int32_t* w, int32_t dh, int32_t dw, int64_t count, int64_t height, int64_t width,
-                                int32_t* pixel, double* lh, double* lw, double* m, int32_t* inside) {
-  tap_run_body(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside);
+                                int32_t* pixel, double* lh, double* lw, double* m, int32_t* inside,
+                                double* coeff) {
+  tap_run_body(dy, dx, mask, h, w, dh, dw, count, height, width, pixel, lh, lw, m, inside, coeff, count);
 }
 
 // Channels-last copies: dst[n, b, a] = src[n, a, b] for m images, parallel over images and bands
@@ -1324,6 +1346,32 @@ void transpose_images(const T* src, T* dst, int64_t m, int64_t a, int64_t b) {
 // Upper bound on one padded channels-last buffer of the direct plan (input, or one slice's input
 // gradient); a chunk holds at least one image.
 constexpr int64_t kDirectChunkBytes = int64_t(32) << 20;
+
+// The taps of a block of `count` positions as block_taps computes them, one array per field:
+// entry e = t * count + q for t = og * K + k (offset group og, tap k) and position q. The
+// coefficients (corner j's bilinear weight times the mask, 0 outside) are at
+// coeff[(4 * t + j) * count + q]: tap_run computes them eight positions at a time. Computed per
+// (position, tap) beside the channel loops, and copied into an array of Tap structs, the taps took
+// half as long as the depthwise blends of 32 channels they feed (perf, 8 offset groups); this way,
+// a quarter.
+template <typename T>
+struct BlockTaps {
+  int64_t count = 0;
+  std::vector<int64_t> pixel;  // top-left corner in the padded plane
+  std::vector<int32_t> inside;
+  std::vector<T> lh, lw, m, coeff;
+
+  explicit BlockTaps(int64_t taps)
+      : pixel(taps * kBlock), inside(taps * kBlock), lh(taps * kBlock), lw(taps * kBlock), m(taps * kBlock),
+        coeff(4 * taps * kBlock) {}
+
+  // The coefficients of (t, q): corner j's at [j * count].
+  const T* coeffs(int64_t t, int64_t q) const { return coeff.data() + 4 * t * count + q; }
+  void coefficients(int64_t t, int64_t q, T out[4]) const {
+    const T* c = coeffs(t, q);
+    for (int j = 0; j < 4; ++j) out[j] = c[j * count];
+  }
+};
 
 template <typename T>
 struct DirectDeformConv {
@@ -1358,29 +1406,39 @@ struct DirectDeformConv {
   int64_t down() const { return (g.width + 2) * C; }
 
   // Corners of a tap for the channels of offset group og, in a padded buffer like the chunk's input.
-  Corners<T> corners(const T* base, const Chunk<T>& c, int64_t n, const Tap<T>& tap, int64_t og) const {
-    return {base + (n * c.plane() + tap.pixel) * C + og * Cg, C, down()};
+  Corners<T> corners(const T* base, const Chunk<T>& c, int64_t n, int64_t pixel, int64_t og) const {
+    return {base + (n * c.plane() + pixel) * C + og * Cg, C, down()};
   }
 
   // How far block_taps reads the offsets ahead: two blocks of positions.
   static constexpr int64_t kPrefetchAhead = 2 * kBlock;
 
-  // The taps of a block of `count` consecutive positions of one image, from row r0 of the chunk:
-  // taps[(og * K + k) * count + q]. They are computed in the offsets' own order (positions
-  // fastest), so the reads are contiguous; position by position, each (offset group, tap) is
-  // another cache line and page, and with 8 offset groups those misses cost more than the
-  // channel loops.
-  void block_taps(const Chunk<T>& c, int64_t r0, int64_t count, GridRow* grid, Tap<T>* taps) const {
+  // The taps of a block of `count` consecutive positions of one image, from row r0 of the chunk.
+  // They are computed in the offsets' own order (positions fastest), so the reads are contiguous;
+  // position by position, each (offset group, tap) is another cache line and page, and with 8
+  // offset groups those misses cost more than the channel loops.
+  void block_taps(const Chunk<T>& c, int64_t r0, int64_t count, GridRow* grid, BlockTaps<T>& taps) const {
     const int64_t n = r0 / P, p0 = r0 % P;
+    taps.count = count;
     if (c.plane() > std::numeric_limits<int32_t>::max() / 2) {  // tap_run's indices are 32-bit
       for (int64_t q = 0; q < count; ++q) grid[q] = c.tap_at.row(p0 + q);
-      for (int64_t og = 0; og < OG; ++og)
-        for (int64_t k = 0; k < K; ++k)
-          for (int64_t q = 0; q < count; ++q) taps[(og * K + k) * count + q] = c.tap_at(n, og, k, grid[q]);
+      for (int64_t t = 0; t < OG * K; ++t) {
+        for (int64_t q = 0; q < count; ++q) {
+          const Tap<T> tap = c.tap_at(n, t / K, t % K, grid[q]);
+          const int64_t e = t * count + q;
+          taps.pixel[e] = tap.pixel;
+          taps.inside[e] = tap.inside;
+          taps.lh[e] = tap.lh;
+          taps.lw[e] = tap.lw;
+          taps.m[e] = tap.m;
+          T coeff[4];
+          modulated_weights(tap, coeff);
+          for (int j = 0; j < 4; ++j) taps.coeff[(4 * t + j) * count + q] = coeff[j];
+        }
+      }
       return;
     }
-    int32_t h[kBlock], w[kBlock], pixel[kBlock], inside[kBlock];
-    T lh[kBlock], lw[kBlock], m[kBlock];
+    int32_t h[kBlock], w[kBlock], pixel[kBlock];
     for (int64_t q = 0; q < count; ++q) {
       grid[q] = c.tap_at.row(p0 + q);
       h[q] = int32_t(grid[q].h);
@@ -1397,10 +1455,11 @@ struct DirectDeformConv {
         __builtin_prefetch(dy + kPrefetchAhead);
         __builtin_prefetch(dy + P + kPrefetchAhead);
         if (mask) __builtin_prefetch(mask + kPrefetchAhead);
+        const int64_t e = (og * K + k) * count;
         tap_run(dy, dy + P, mask, h, w, int32_t(at.tap_h[k]), int32_t(at.tap_w[k]), count, g.height, g.width,
-                pixel, lh, lw, m, inside);
-        Tap<T>* out = taps + (og * K + k) * count;
-        for (int64_t q = 0; q < count; ++q) out[q] = Tap<T>{pixel[q], lh[q], lw[q], m[q], inside[q] != 0};
+                pixel, taps.lh.data() + e, taps.lw.data() + e, taps.m.data() + e, taps.inside.data() + e,
+                taps.coeff.data() + 4 * e);
+        for (int64_t q = 0; q < count; ++q) taps.pixel[e + q] = pixel[q];
       }
     }
   }
@@ -1417,20 +1476,20 @@ struct DirectDeformConv {
 
   // One block of a grouped layer's forward: the samples of the block's positions at every tap
   // (sample: [taps, count, C]), then their products with the weights.
-  void grouped_block(const Chunk<T>& c, int64_t n, int64_t count, const Tap<T>* taps, const T* wf, T* sample,
+  void grouped_block(const Chunk<T>& c, int64_t n, int64_t count, const BlockTaps<T>& taps, const T* wf, T* sample,
                      T* acc) const {
     for (int64_t k = 0; k < K; ++k) {
       for (int64_t q = 0; q < count; ++q) {
         for (int64_t og = 0; og < OG; ++og) {
-          const Tap<T>& tap = taps[(og * K + k) * count + q];
+          const int64_t t = og * K + k, e = t * count + q;
           T* dst = sample + (k * count + q) * C + og * Cg;
-          if (!tap.inside) {
+          if (!taps.inside[e]) {
             std::fill(dst, dst + Cg, T(0));
             continue;
           }
           T coeff[4];
-          modulated_weights(tap, coeff);
-          blend(corners(c.xp, c, n, tap, og), coeff, dst, Cg);
+          taps.coefficients(t, q, coeff);
+          blend(corners(c.xp, c, n, taps.pixel[e], og), coeff, dst, Cg);
         }
       }
     }
@@ -1458,30 +1517,30 @@ struct DirectDeformConv {
       const Chunk<T> c = chunk(padded, offset.narrow(0, n0, m), g.use_mask ? mask.narrow(0, n0, m) : mask);
       T* out_rows = rows.mutable_data_ptr<T>();
       at::parallel_for(0, m * P, std::max(kBlock, grain_for(K * C)), [&](int64_t begin, int64_t end) {
-        std::vector<Tap<T>> taps(OG * K * kBlock);
+        BlockTaps<T> taps(OG * K);
         std::vector<T> sample(depthwise ? 0 : K * kBlock * C);
         std::vector<const T*> corner(K);
-        std::vector<T> coeff(4 * K);
         GridRow grid[kBlock];
         for_each_block(begin, end, [&](int64_t r0, int64_t count) {
           const int64_t n = r0 / P;
-          block_taps(c, r0, count, grid, taps.data());
+          block_taps(c, r0, count, grid, taps);
           T* acc = out_rows + r0 * Cout;
           for (int64_t q = 0; q < count; ++q) std::copy(b, b + Cout, acc + q * Cout);
           if (depthwise) {
             for (int64_t q = 0; q < count; ++q) {
               for (int64_t og = 0; og < OG; ++og) {
                 for (int64_t k = 0; k < K; ++k) {
-                  const Tap<T>& tap = taps[(og * K + k) * count + q];
-                  corner[k] = tap.inside ? c.xp + (n * c.plane() + tap.pixel) * C + og * Cg
-                                         : zero_corners.const_data_ptr<T>();
-                  modulated_weights(tap, coeff.data() + 4 * k);  // zero outside: m is 0 there
+                  const int64_t e = (og * K + k) * count + q;
+                  corner[k] = taps.inside[e] ? c.xp + (n * c.plane() + taps.pixel[e]) * C + og * Cg
+                                             : zero_corners.const_data_ptr<T>();
                 }
-                depthwise_taps(corner.data(), coeff.data(), K, C, down(), wf + og * Cg, C, acc + q * C + og * Cg, Cg);
+                // the coefficients are zero outside: m is 0 there
+                depthwise_taps(corner.data(), taps.coeffs(og * K, q), count, K, C, down(), wf + og * Cg, C,
+                               acc + q * C + og * Cg, Cg);
               }
             }
           } else {
-            grouped_block(c, n, count, taps.data(), wf, sample.data(), acc);
+            grouped_block(c, n, count, taps, wf, sample.data(), acc);
           }
         });
       });
@@ -1520,7 +1579,7 @@ struct DirectDeformConv {
       T* gmask = need_offset && g.use_mask ? grad_mask.narrow(0, n0, m).mutable_data_ptr<T>() : nullptr;
       const int64_t rows = m * P, per_slice = (rows + slices - 1) / slices;
       at::parallel_for(0, slices, 1, [&](int64_t s_begin, int64_t s_end) {
-        std::vector<Tap<T>> taps(OG * K * kBlock);
+        BlockTaps<T> taps(OG * K);
         std::vector<T> gcol(depthwise ? 0 : kBlock * C), col(depthwise ? 0 : kBlock * C);
         GridRow grid[kBlock];
         for (int64_t slice = s_begin; slice < s_end; ++slice) {
@@ -1528,7 +1587,7 @@ struct DirectDeformConv {
           T* gw = need_weight ? grad_w[slice].mutable_data_ptr<T>() : nullptr;
           for_each_block(slice * per_slice, std::min(rows, (slice + 1) * per_slice), [&](int64_t r0, int64_t count) {
             const int64_t n = r0 / P;
-            block_taps(c, r0, count, grid, taps.data());
+            block_taps(c, r0, count, grid, taps);
             const T* go = go_rows + r0 * Cout;
             for (int64_t k = 0; k < K; ++k) {
               const T* wk = wf + k * C * per_out;
@@ -1538,23 +1597,24 @@ struct DirectDeformConv {
               }
               for (int64_t q = 0; q < count; ++q) {
                 for (int64_t og = 0; og < OG; ++og) {
-                  const Tap<T>& tap = taps[(og * K + k) * count + q];
+                  const int64_t t = og * K + k, e = t * count + q;
+                  const T lh = taps.lh[e], lw = taps.lw[e], tap_m = taps.m[e];
                   T sums[3] = {0, 0, 0};  // d/dh, d/dw and d/dmask of the tap (before the mask's factor)
                   T* col_og = depthwise ? nullptr : col.data() + q * C + og * Cg;
-                  if (tap.inside) {
+                  if (taps.inside[e]) {
                     T coeff[4];
-                    modulated_weights(tap, coeff);
-                    const Corners<T> x = corners(c.xp, c, n, tap, og);
-                    T* gx_tap = gx ? gx + (n * c.plane() + tap.pixel) * C + og * Cg : nullptr;
+                    taps.coefficients(t, q, coeff);
+                    const Corners<T> x = corners(c.xp, c, n, taps.pixel[e], og);
+                    T* gx_tap = gx ? gx + (n * c.plane() + taps.pixel[e]) * C + og * Cg : nullptr;
                     if (depthwise) {
                       T per_corner[4] = {0, 0, 0, 0};
                       depthwise_backward(x, coeff, wk + og * Cg, go + q * Cout + og * Cg,
                                          gw ? gw + k * C + og * Cg : nullptr, gx_tap, Cg, per_corner);
-                      add_corner_sums(tap.lh, tap.lw, per_corner, sums);
+                      add_corner_sums(lh, lw, per_corner, sums);
                     } else {
                       const T* gcol_og = gcol.data() + q * C + og * Cg;
                       if (need_offset) {
-                        gather_grads(x, tap.lh, tap.lw, tap.m, gcol_og, gw ? col_og : nullptr, Cg, sums);
+                        gather_grads(x, lh, lw, tap_m, gcol_og, gw ? col_og : nullptr, Cg, sums);
                       } else if (gw) {
                         blend(x, coeff, col_og, Cg);
                       }
@@ -1565,8 +1625,8 @@ struct DirectDeformConv {
                   }
                   if (!need_offset) continue;
                   const int64_t nog = n * OG + og, p = grid[q].p;
-                  goff[(nog * 2 * K + 2 * k) * P + p] = tap.m * sums[0];
-                  goff[(nog * 2 * K + 2 * k + 1) * P + p] = tap.m * sums[1];
+                  goff[(nog * 2 * K + 2 * k) * P + p] = tap_m * sums[0];
+                  goff[(nog * 2 * K + 2 * k + 1) * P + p] = tap_m * sums[1];
                   if (gmask) gmask[(nog * K + k) * P + p] = sums[2];
                 }
                 if (gw && !depthwise) {
