@@ -182,8 +182,11 @@ def main(argv=None) -> int:
     x = torch.randn(args.batch, 3, height, width).to(device)
     labels = torch.randint(0, args.num_classes, (args.batch, height, width)).to(device)
     configs = [("plain", 0, "native")] + [(f"dcn{args.layers}_{impl}", args.layers, impl) for impl in impls]
-    state = calibrated_state(args, x)
-    models = {name: make_model(args, layers, impl, state).to(device) for name, layers, impl in configs}
+    try:  # the model's schema checks --width, --layers and the rest under their config keys
+        state = calibrated_state(args, x)
+        models = {name: make_model(args, layers, impl, state).to(device) for name, layers, impl in configs}
+    except ConfigError as error:
+        parser.error(str(error))
     dcn_names = deformable_layer_names(models[configs[-1][0]], args.depth) if len(configs) > 1 else []
     measures = ["forward"] + ([] if args.no_train else ["train_step"])
     losses = {name: [] for name in models}

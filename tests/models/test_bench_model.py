@@ -69,3 +69,9 @@ def test_bench_model_runs_at_a_tiny_size(tmp_path):
 def test_bench_model_help():
     result = run_python("scripts/bench_model.py", "--help", timeout=120)
     assert result.returncode == 0 and "--json" in result.stdout and "513" in result.stdout
+
+
+def test_bench_model_refuses_a_setting_the_model_refuses_by_its_key():
+    result = run_python("scripts/bench_model.py", "--depth", "18", "--width", "0", "--size", "32", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "model.backbone.width=0" in result.stderr and "expected" in result.stderr
