@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from tests.helpers import run_python
 
 
+@pytest.mark.slow  # the tests step, the benchmarks and a training: about a minute on 2 cores
 def test_gpu_check_runs_its_steps_and_writes_one_summary(tmp_path):
     out = tmp_path / "check"
     steps = "tests,bench_ops,bench_model,train"

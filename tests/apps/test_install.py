@@ -12,6 +12,9 @@ import pytest
 
 from tests.helpers import ROOT
 
+# The wheel compiles the extension again (about two minutes on 2 cores in a fresh clone).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:

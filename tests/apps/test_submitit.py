@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import torch
 
 from segdcn.engine.checkpoint import load_checkpoint
@@ -30,6 +31,7 @@ def settings(data_root: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # two jobs, each signalled, requeued and finished: about a minute on 2 cores
 def test_submitit_local_sweep_requeues_on_the_time_limit_signal_and_finishes_exactly(synthetic_set, tmp_path):
     data_root = synthetic_set("tiny")
     sweep = tmp_path / "sweep"

@@ -179,6 +179,7 @@ def command_env() -> dict[str, str]:
     )
 
 
+@pytest.mark.slow  # every command of the README's quickstart: about a minute on 2 cores
 def test_quickstart_runs(tmp_path):
     env = command_env()
     for words in quickstart_commands():

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -47,6 +48,7 @@ def palette_of(path: Path, count: int) -> list[list[int]]:
     return [flat[i : i + 3] for i in range(0, len(flat), 3)]
 
 
+@pytest.mark.slow  # the whole walk-through, its trainings included: about a minute on 2 cores
 def test_the_pages_commands_run_from_colour_masks_to_an_ablation_table(tmp_path):
     fixture = write_folder(tmp_path / "data", count=8, void_borders=False)
     # the page starts from colour masks and no classes file
