@@ -315,7 +315,6 @@ enum Slot {
   kRows,
   kGradPadded,
   kGradWeight,
-  kTapColumns,
   kTapProducts,
   kTapGradOutputs,
   kWeightGrad,
@@ -407,11 +406,12 @@ struct Chunk {
 // Positions per parallel task: enough work per task to amortise scheduling.
 int64_t row_grain(const DeformConvGeometry& g) { return grain_for(g.in_channels * g.taps()); }
 
-// cols[r - r0] = mask * bilinear samples of rows [r0, r1); with `inside`, also whether each (row, tap)
-// samples inside the image for some offset group, at inside[(r - r0) * taps + k] (the per-tap GEMMs'
-// test, taken from the taps this pass computes anyway).
+// cols[r - r0] = mask * bilinear samples of rows [r0, r1). With `slot` (TapRows::slot), the columns are
+// compact instead, the per-tap GEMMs' operands: (row, tap)'s C_in samples, channels in order, at row
+// slot[(r - r0) * taps + k] of cols, and nothing for the pairs outside. Written full and then
+// gathered tap by tap, an 8x8 map's columns were mostly zeros written and copies read again.
 template <typename T>
-void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols, uint8_t* inside = nullptr) {
+void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols, const int64_t* slot = nullptr) {
   const int64_t K = c.g.taps(), P = c.g.out_positions();
   at::parallel_for(r0, r1, row_grain(c.g), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
@@ -419,16 +419,16 @@ void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols, uint8_t* in
       const GridRow grid = c.tap_at.row(p);
       T* row = cols + (r - r0) * c.row_size();
       for (int64_t k = 0; k < K; ++k) {
-        bool any_inside = false;
+        const int64_t compact = slot ? slot[(r - r0) * K + k] : -1;
+        if (slot && compact < 0) continue;
         for (size_t si = 0; si < c.segments.size();) {
           const int64_t og = c.segments[si].offset_group;
           const Tap<T> tap = c.tap_at(n, og, k, grid);
-          any_inside = any_inside || tap.inside;
           T coeff[4];
           modulated_weights(tap, coeff);
           for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
             const Segment& s = c.segments[si];
-            T* dst = row + c.column(s, k);
+            T* dst = slot ? cols + compact * c.g.in_channels + s.begin : row + c.column(s, k);
             if (tap.inside) {
               blend(c.corners(n, tap, s), coeff, dst, s.end - s.begin);
             } else {
@@ -436,7 +436,6 @@ void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols, uint8_t* in
             }
           }
         }
-        if (inside) inside[(r - r0) * K + k] = any_inside;
       }
     }
   });
@@ -447,14 +446,18 @@ void sample_rows(const Chunk<T>& c, int64_t r0, int64_t r1, T* cols, uint8_t* in
 // channels-last buffer, as scatter_rows) when that is not null. One visit per tap for all three:
 // with 64 channels a tap, computing each tap again in a pass of its own cost as much as its channel
 // loops.
+// With `slot`, the grad columns and columns are compact, as sample_rows writes them with it.
 template <typename T>
-void backward_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T* cols, T* goff, T* gmask, T* gxp) {
+void backward_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T* cols, T* goff, T* gmask, T* gxp,
+                   const int64_t* slot = nullptr) {
   const int64_t K = c.g.taps(), P = c.g.out_positions(), C = c.g.in_channels;
   const int64_t down = (c.g.width + 2) * C;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / P, p = r % P, at_row = (r - r0) * c.row_size();
     const GridRow grid = c.tap_at.row(p);
     for (int64_t k = 0; k < K; ++k) {
+      // compact: a pair without a row is outside for every offset group, its gradients 0
+      const int64_t compact = slot ? slot[(r - r0) * K + k] : -1;
       for (size_t si = 0; si < c.segments.size();) {
         const int64_t og = c.segments[si].offset_group;
         const Tap<T> tap = c.tap_at(n, og, k, grid);
@@ -463,7 +466,8 @@ void backward_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T*
         if (gxp) modulated_weights(tap, coeff);
         for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
           const Segment& s = c.segments[si];
-          const int64_t at = at_row + c.column(s, k);
+          if (slot && compact < 0) continue;
+          const int64_t at = slot ? compact * C + s.begin : at_row + c.column(s, k);
           if (tap.inside) {
             gather_grads(c.corners(n, tap, s), tap.lh, tap.lw, tap.m, gcols + at, cols ? cols + at : nullptr,
                          s.end - s.begin, sums);
@@ -488,7 +492,7 @@ void backward_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T*
 // per thread, and the visits, not the channel arithmetic, are what this pass spends its time on
 // (measured: two channel halves on one thread take twice as long as all channels at once).
 template <typename T>
-void scatter_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T* gxp) {
+void scatter_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T* gxp, const int64_t* slot = nullptr) {
   const int64_t K = c.g.taps(), P = c.g.out_positions(), C = c.g.in_channels;
   const int64_t down = (c.g.width + 2) * C;
   for (int64_t r = r0; r < r1; ++r) {
@@ -503,9 +507,9 @@ void scatter_rows(const Chunk<T>& c, int64_t r0, int64_t r1, const T* gcols, T* 
         modulated_weights(tap, coeff);
         for (; si < c.segments.size() && c.segments[si].offset_group == og; ++si) {
           const Segment& s = c.segments[si];
-          if (tap.inside) {
-            spread(gxp + (n * c.plane() + tap.pixel) * C + s.begin, C, down, coeff, grow + c.column(s, k),
-                   s.end - s.begin);
+          if (tap.inside) {  // inside: the pair has a compact row
+            const T* src = slot ? gcols + slot[(r - r0) * K + k] * C + s.begin : grow + c.column(s, k);
+            spread(gxp + (n * c.plane() + tap.pixel) * C + s.begin, C, down, coeff, src, s.end - s.begin);
           }
         }
       }
@@ -528,10 +532,11 @@ void for_each_image(int64_t r0, int64_t r1, int64_t P, Fn fn) {
 // GEMMs per tap. On a small map much of a dilated kernel lies in the padding: at 8x8 with
 // dilation 4, 5 of a position's 9 taps sample only zeros (F.conv2d skips them), yet the
 // whole-row GEMM multiplies their zero columns like any other. Per tap, the rows where the tap
-// samples inside the image for some offset group are gathered and multiplied by that tap's
-// weights alone, and the products added back to their rows: the GEMMs shrink to the share of
-// (position, tap) pairs inside, at the cost of K GEMMs with a K-times smaller inner dimension and
-// one gather per tap. Which pairs are inside follows the offsets, so it is decided per tile.
+// samples inside the image for some offset group are multiplied by that tap's weights alone, and
+// the products added back to their rows: the GEMMs shrink to the share of (position, tap) pairs
+// inside, at the cost of K GEMMs with a K-times smaller inner dimension. Their columns are sampled
+// compact (sample_rows with TapRows::slot), tap after tap. Which pairs are inside follows the
+// offsets, so it is decided per tile.
 
 // Up to this share of (position, tap) pairs inside, a tile takes the per-tap GEMMs: measured with
 // scripts/bench_ops.py at 2 threads (docs/operator.md, "Plans").
@@ -543,14 +548,15 @@ std::atomic<TapGemms> forced_tap_gemms{TapGemms::kAuto};
 struct TapRows {
   std::vector<int64_t> start;  // taps + 1 entries: tap k's rows are rows[start[k], start[k + 1])
   std::vector<int64_t> rows;
+  std::vector<int64_t> slot;  // [row * taps + k]: where (row, tap k) is in `rows`, or -1 outside
 
   int64_t count(int64_t k) const { return start[k + 1] - start[k]; }
   const int64_t* of(int64_t k) const { return rows.data() + start[k]; }
 };
 
 // Whether each (row, tap) of rows [r0, r1) of a chunk samples inside the image for some offset group,
-// at [(r - r0) * taps + k], as sample_rows records them (TapReader's test, so exactly the pairs whose
-// columns the passes fill and read): for the backward, whose GEMMs come before its passes.
+// at [(r - r0) * taps + k] (TapReader's test, so exactly the pairs whose columns the passes fill and
+// read): the per-tap GEMMs' rows, known before the passes that fill their columns.
 template <typename T>
 std::vector<uint8_t> inside_taps(const Chunk<T>& c, int64_t r0, int64_t r1) {
   const int64_t K = c.g.taps(), P = c.g.out_positions(), OG = c.g.offset_groups;
@@ -575,10 +581,14 @@ TapRows tap_rows(const std::vector<uint8_t>& inside, int64_t K) {
   TapRows t;
   t.start.resize(K + 1);
   t.rows.reserve(rows * K);
+  t.slot.assign(rows * K, -1);
   for (int64_t k = 0; k < K; ++k) {
     t.start[k] = int64_t(t.rows.size());
-    for (int64_t r = 0; r < rows; ++r)
-      if (inside[r * K + k]) t.rows.push_back(r);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (!inside[r * K + k]) continue;
+      t.slot[r * K + k] = int64_t(t.rows.size());
+      t.rows.push_back(r);
+    }
   }
   t.start[K] = int64_t(t.rows.size());
   return t;
@@ -605,19 +615,15 @@ void gather_rows(const T* src, int64_t src_stride, const int64_t* rows, int64_t 
   });
 }
 
-// dst[rows[i] * dst_stride, :len] (+)= src[i, :len] for i < n; the rows are distinct.
-template <typename T, bool kAdd>
-void put_rows(const T* src, const int64_t* rows, int64_t n, int64_t len, T* dst, int64_t dst_stride) {
+// dst[rows[i] * dst_stride, :len] += src[i, :len] for i < n; the rows are distinct.
+template <typename T>
+void add_rows(const T* src, const int64_t* rows, int64_t n, int64_t len, T* dst, int64_t dst_stride) {
   at::parallel_for(0, n, grain_for(len), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       T* d = dst + rows[i] * dst_stride;
       const T* v = src + i * len;
-      if (kAdd) {
 #pragma omp simd
-        for (int64_t j = 0; j < len; ++j) d[j] += v[j];
-      } else {
-        std::copy(v, v + len, d);
-      }
+      for (int64_t j = 0; j < len; ++j) d[j] += v[j];
     }
   });
 }
@@ -674,12 +680,6 @@ struct TiledDeformConv {
     return use_tap_gemms(taps, int64_t(inside.size()) / g.taps());
   }
 
-  // Weight group k's columns of tap t are entries [k * K * per_group + t * per_group, + per_group) of a row.
-  int64_t tap_column(int64_t k, int64_t t) const {
-    const int64_t per_group = g.in_channels / g.groups;
-    return (k * g.taps() + t) * per_group;
-  }
-
   // A product's rows start as the bias (of one weight group), or zeros: added to the output in a
   // pass of its own, the bias cost a pass over the output, a few percent of a small map's forward.
   static void starting_product(const at::Tensor& bias, at::Tensor& product) {
@@ -690,22 +690,19 @@ struct TiledDeformConv {
     }
   }
 
-  // The forward GEMM of weight group k by tap: product = bias + sum over taps t of the tile's tap-t columns
-  // x the tap's weights, over the rows where t is inside (the others' columns are zero).
-  void tap_products(const at::Tensor& tile, const TapRows& taps, int64_t k, const at::Tensor& bias,
+  // The forward GEMM of weight group k by tap: product = bias + sum over taps t of tap t's compact
+  // columns (sample_rows with TapRows::slot: [inside pairs, C_in]) x the tap's weights, over the rows
+  // where t is inside (the others' columns are zero).
+  void tap_products(const at::Tensor& compact, const TapRows& taps, int64_t k, const at::Tensor& bias,
                     at::Tensor& product) const {
     const int64_t per_group = g.in_channels / g.groups, per_out = g.out_channels / g.groups;
     starting_product(bias, product);
     for (int64_t t = 0; t < g.taps(); ++t) {
       const int64_t n = taps.count(t);
       if (n == 0) continue;
-      at::Tensor a = workspace(kTapColumns, {n, per_group}, tile.options());
-      gather_rows(tile.const_data_ptr<T>() + tap_column(k, t), tile.stride(0), taps.of(t), n, per_group,
-                  a.mutable_data_ptr<T>());
-      at::Tensor p = workspace(kTapProducts, {n, per_out}, tile.options());
-      at::mm_out(p, a, weight[k].narrow(1, t * per_group, per_group).t());
-      put_rows<T, true>(p.const_data_ptr<T>(), taps.of(t), n, per_out, product.mutable_data_ptr<T>(),
-                        product.stride(0));
+      at::Tensor p = workspace(kTapProducts, {n, per_out}, compact.options());
+      at::mm_out(p, tap_columns(compact, taps, k, t), weight[k].narrow(1, t * per_group, per_group).t());
+      add_rows(p.const_data_ptr<T>(), taps.of(t), n, per_out, product.mutable_data_ptr<T>(), product.stride(0));
     }
   }
 
@@ -727,35 +724,40 @@ struct TiledDeformConv {
     return gouts.narrow(0, taps.start[t], taps.count(t)).narrow(1, k * per_out, per_out);
   }
 
-  // The grad columns by tap, from tap_grad_outputs; the columns of a tap where it is outside are left
-  // as they are: no pass reads them.
-  void tap_grad_columns(const at::Tensor& gouts, const TapRows& taps, at::Tensor& gcol_tile) const {
+  // The compact columns ([inside pairs, C_in]) in a tile's buffer, which holds more.
+  at::Tensor compact_in(const at::Tensor& tile, const TapRows& taps) const {
+    return tile.view({-1}).narrow(0, 0, int64_t(taps.rows.size()) * g.in_channels).view({-1, g.in_channels});
+  }
+
+  // Weight group k's block of tap t's compact columns ([inside pairs, C_in], as sample_rows writes
+  // them with TapRows::slot): [count(t), C_in / groups].
+  at::Tensor tap_columns(const at::Tensor& compact, const TapRows& taps, int64_t k, int64_t t) const {
+    const int64_t per_group = g.in_channels / g.groups;
+    return compact.narrow(0, taps.start[t], taps.count(t)).narrow(1, k * per_group, per_group);
+  }
+
+  // The compact grad columns by tap, from tap_grad_outputs.
+  void tap_grad_columns(const at::Tensor& gouts, const TapRows& taps, at::Tensor& gcompact) const {
     const int64_t per_group = g.in_channels / g.groups;
     for (int64_t k = 0; k < g.groups; ++k) {
       for (int64_t t = 0; t < g.taps(); ++t) {
-        const int64_t n = taps.count(t);
-        if (n == 0) continue;
-        at::Tensor r = workspace(kTapColumns, {n, per_group}, gouts.options());
-        at::mm_out(r, tap_grad_output(gouts, taps, k, t), weight[k].narrow(1, t * per_group, per_group));
-        put_rows<T, false>(r.const_data_ptr<T>(), taps.of(t), n, per_group,
-                           gcol_tile.mutable_data_ptr<T>() + tap_column(k, t), gcol_tile.stride(0));
+        if (taps.count(t) == 0) continue;
+        at::Tensor block = tap_columns(gcompact, taps, k, t);
+        at::mm_out(block, tap_grad_output(gouts, taps, k, t), weight[k].narrow(1, t * per_group, per_group));
       }
     }
   }
 
-  // The weight gradient by tap: grad_weight[k] rows of tap t += columns^T x grad_output over the rows
-  // where t is inside (grad_output from tap_grad_outputs).
-  void tap_weight_grads(const at::Tensor& col_tile, const at::Tensor& gouts, const TapRows& taps,
+  // The weight gradient by tap: grad_weight[k] rows of tap t += compact columns^T x grad_output over the
+  // rows where t is inside (grad_output from tap_grad_outputs).
+  void tap_weight_grads(const at::Tensor& compact, const at::Tensor& gouts, const TapRows& taps,
                         at::Tensor& grad_weight) const {
     const int64_t per_group = g.in_channels / g.groups;
     for (int64_t k = 0; k < g.groups; ++k) {
       for (int64_t t = 0; t < g.taps(); ++t) {
-        const int64_t n = taps.count(t);
-        if (n == 0) continue;
-        at::Tensor a = workspace(kTapColumns, {n, per_group}, gouts.options());
-        gather_rows(col_tile.const_data_ptr<T>() + tap_column(k, t), col_tile.stride(0), taps.of(t), n,
-                    per_group, a.mutable_data_ptr<T>());
-        grad_weight[k].narrow(0, t * per_group, per_group).addmm_(a.t(), tap_grad_output(gouts, taps, k, t));
+        if (taps.count(t) == 0) continue;
+        grad_weight[k].narrow(0, t * per_group, per_group)
+            .addmm_(tap_columns(compact, taps, k, t).t(), tap_grad_output(gouts, taps, k, t));
       }
     }
   }
@@ -793,17 +795,19 @@ struct TiledDeformConv {
   void forward_tile(const Chunk<T>& c, int64_t r0, int64_t r1, const at::Tensor& bias, const at::Tensor& tile,
                     at::Tensor product, at::Tensor& out) const {
     const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups;
-    std::vector<uint8_t> inside(rows_forced() ? 0 : (r1 - r0) * g.taps());
-    sample_rows(c, r0, r1, tile.mutable_data_ptr<T>(), inside.empty() ? nullptr : inside.data());
+    // The taps' inside flags come first (as in the backward), so that the per-tap GEMMs' columns are
+    // sampled compact into the tile's buffer; the whole-row GEMMs' are full rows.
     TapRows taps;
-    const bool by_tap = tile_by_tap(inside, taps);
+    const bool by_tap = tile_by_tap(rows_forced() ? std::vector<uint8_t>() : inside_taps(c, r0, r1), taps);
+    const at::Tensor compact = by_tap ? compact_in(tile, taps) : at::Tensor();
+    sample_rows(c, r0, r1, tile.mutable_data_ptr<T>(), by_tap ? taps.slot.data() : nullptr);
     // One GEMM per tile and group (or per tap), positions-major ([rows, C_out / groups]): MKL runs
     // this orientation 5-15% faster than the output's [C_out, positions] one, which pays for the
     // transposed copy of the (cache-resident) product into the output.
     for (int64_t k = 0; k < g.groups; ++k) {
       const at::Tensor bias_k = bias.defined() ? bias.narrow(0, k * per_out, per_out) : at::Tensor();
       if (by_tap) {
-        tap_products(tile, taps, k, bias_k, product);
+        tap_products(compact, taps, k, bias_k, product);
       } else if (bias_k.defined()) {
         at::addmm_out(product, bias_k, group(tile, k), weight[k].t());
       } else {
@@ -912,8 +916,11 @@ struct TiledDeformConv {
       });
     }
     const at::Tensor gouts = by_tap ? tap_grad_outputs(gt, taps) : at::Tensor();
+    // per tap, the grad columns and the columns are compact in the tile's buffers
+    const int64_t* slot = by_tap ? taps.slot.data() : nullptr;
     if (need_columns && by_tap) {
-      tap_grad_columns(gouts, taps, gcol_tile);
+      at::Tensor gcompact = compact_in(gcol_tile, taps);
+      tap_grad_columns(gouts, taps, gcompact);
     } else if (need_columns && gathered) {
       for (int64_t k = 0; k < g.groups; ++k) {
         at::Tensor block = group(gcol_tile, k);
@@ -929,13 +936,13 @@ struct TiledDeformConv {
     }
     if (d.need_offset) {
       backward_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), d.need_weight ? col_tile.mutable_data_ptr<T>() : nullptr,
-                    d.goff, d.gmask, d.need_input ? gxp : nullptr);
+                    d.goff, d.gmask, d.need_input ? gxp : nullptr, slot);
     } else {
-      if (d.need_weight) sample_rows(c, r0, r1, col_tile.mutable_data_ptr<T>());
-      if (d.need_input) scatter_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), gxp);
+      if (d.need_weight) sample_rows(c, r0, r1, col_tile.mutable_data_ptr<T>(), slot);
+      if (d.need_input) scatter_rows(c, r0, r1, gcol_tile.const_data_ptr<T>(), gxp, slot);
     }
     if (d.need_weight && by_tap) {
-      tap_weight_grads(col_tile, gouts, taps, gw);
+      tap_weight_grads(compact_in(col_tile, taps), gouts, taps, gw);
     } else if (d.need_weight && gathered) {
       for (int64_t k = 0; k < g.groups; ++k) gw[k].addmm_(group(col_tile, k).t(), gt.narrow(1, k * per_out, per_out));
     } else if (d.need_weight) {

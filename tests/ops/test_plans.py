@@ -125,14 +125,19 @@ def test_direct_plan_gradcheck(case):
         check_gradcheck(case)
 
 
-@pytest.mark.parametrize("wanted", [(True, False, False), (False, True, False), (False, False, True)])
-def test_direct_plan_partial_gradients(wanted):
-    """Each gradient alone equals its value among all three (the backward skips the others' work)."""
+@pytest.mark.parametrize("plan", ["direct", "im2col-rows", "im2col-taps"])
+@pytest.mark.parametrize(
+    "wanted", [(True, False, False), (False, True, False), (False, False, True), (True, True, False)]
+)
+def test_partial_gradients(plan, wanted):
+    """Each gradient alone equals its value among all three (the backward skips the others' work: without
+    the offset gradient, the im2col plan samples the columns and spreads the input gradient in passes of
+    their own)."""
     case = ConvCase(in_channels=8, out_channels=8, groups=4, offset_groups=2, mask=True)
     t = case.tensors(torch.float64)
     grad_output = torch.randn(case.batch, case.out_channels, *case.out_size, dtype=torch.float64)
     args = (list(case.stride), list(case.padding), list(case.dilation), case.groups, case.offset_groups)
-    with cpu_plan("direct"):
+    with cpu_plan(plan):
         full = torch.ops.segdcn.deform_conv2d_backward(
             grad_output, t["input"], t["weight"], t["offset"], t["mask"], *args, [True] * 3
         )
