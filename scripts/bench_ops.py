@@ -696,9 +696,11 @@ def measure(args, argv, device: torch.device, thread_counts: list[int], roi_conf
                 torch.set_num_threads(threads)
                 with_tv = i == 0 and not args.no_torchvision
                 rounds[threads].append(bench_shape(shape, args.repeat, threads, with_tv))
+        # the share of taps inside is the shape's (its offsets'), the same at every thread count
+        inside = taps_inside(shape) if "gemm_fwd" in rounds[thread_counts[0]][0] else None
         for threads in thread_counts:
             times = medians(rounds[threads])
-            r = ratios(times, taps_inside(shape) if "gemm_fwd" in times else None)
+            r = ratios(times, inside)
             results.append(
                 {
                     "threads": threads,

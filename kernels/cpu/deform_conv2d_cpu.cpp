@@ -1374,6 +1374,7 @@ struct BlockTaps {
 
   // The coefficients of (t, q): corner j's at [j * count].
   const T* coeffs(int64_t t, int64_t q) const { return coeff.data() + 4 * t * count + q; }
+  T* coeffs(int64_t t, int64_t q) { return coeff.data() + 4 * t * count + q; }
   void coefficients(int64_t t, int64_t q, T out[4]) const {
     const T* c = coeffs(t, q);
     for (int j = 0; j < 4; ++j) out[j] = c[j * count];
@@ -1440,7 +1441,8 @@ struct DirectDeformConv {
           taps.m[e] = tap.m;
           T coeff[4];
           modulated_weights(tap, coeff);
-          for (int j = 0; j < 4; ++j) taps.coeff[(4 * t + j) * count + q] = coeff[j];
+          T* cq = taps.coeffs(t, q);
+          for (int j = 0; j < 4; ++j) cq[j * count] = coeff[j];
         }
       }
       return;
@@ -1462,10 +1464,10 @@ struct DirectDeformConv {
         __builtin_prefetch(dy + kPrefetchAhead);
         __builtin_prefetch(dy + P + kPrefetchAhead);
         if (mask) __builtin_prefetch(mask + kPrefetchAhead);
-        const int64_t e = (og * K + k) * count;
+        const int64_t t = og * K + k, e = t * count;
         tap_run(dy, dy + P, mask, h, w, int32_t(at.tap_h[k]), int32_t(at.tap_w[k]), count, g.height, g.width,
                 pixel, taps.lh.data() + e, taps.lw.data() + e, taps.m.data() + e, taps.inside.data() + e,
-                taps.coeff.data() + 4 * e);
+                taps.coeffs(t, 0));
         for (int64_t q = 0; q < count; ++q) taps.pixel[e + q] = pixel[q];
       }
     }

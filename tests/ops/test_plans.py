@@ -125,7 +125,7 @@ def test_direct_plan_gradcheck(case):
         check_gradcheck(case)
 
 
-@pytest.mark.parametrize("plan", ["direct", "im2col-rows", "im2col-taps"])
+@pytest.mark.parametrize("plan", PLANS)
 @pytest.mark.parametrize(
     "wanted", [(True, False, False), (False, True, False), (False, False, True), (True, True, False)]
 )
