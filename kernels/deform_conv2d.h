@@ -77,9 +77,11 @@ const char* plan_name(DeformConvPlan plan);
 
 // How the CPU im2col plan multiplies a tile of columns by the weights (docs/operator.md, "Plans"):
 // one GEMM over all taps (kRows), or one per tap over only the rows where that tap samples inside
-// the image (kTaps), which skips the zero columns of taps in the padding on small maps. kAuto
-// chooses per tile by the share of (position, tap) pairs inside.
-enum class TapGemms { kAuto, kRows, kTaps };
+// the image (kTaps), which skips the zero columns of taps in the padding on small maps, or over whole
+// rows by segdcn's own kernel on panels of sampled rows (kPanels, float layers of small depth).
+// kAuto chooses per tile by the share of (position, tap) pairs inside, and by the layer between
+// MKL's GEMM and the panels for whole rows.
+enum class TapGemms { kAuto, kRows, kTaps, kPanels };
 // For the tests: force one way for every CPU im2col call (kAuto: choose again); returns the previous.
 TapGemms force_tap_gemms(TapGemms mode);
 const char* tap_gemms_name(TapGemms mode);

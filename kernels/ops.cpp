@@ -110,11 +110,12 @@ PyObject* force_deform_conv2d_plan(PyObject*, PyObject* args) {
 PyObject* force_tap_gemms(PyObject*, PyObject* args) {
   const char* name;
   if (!PyArg_ParseTuple(args, "s", &name)) return nullptr;
-  for (auto mode : {segdcn::TapGemms::kAuto, segdcn::TapGemms::kRows, segdcn::TapGemms::kTaps}) {
+  for (auto mode : {segdcn::TapGemms::kAuto, segdcn::TapGemms::kRows, segdcn::TapGemms::kTaps,
+                    segdcn::TapGemms::kPanels}) {
     if (std::strcmp(name, segdcn::tap_gemms_name(mode)) == 0)
       return PyUnicode_FromString(segdcn::tap_gemms_name(segdcn::force_tap_gemms(mode)));
   }
-  PyErr_Format(PyExc_ValueError, "tap GEMMs must be auto, rows or taps, got '%s'", name);
+  PyErr_Format(PyExc_ValueError, "tap GEMMs must be auto, rows, taps or panels, got '%s'", name);
   return nullptr;
 }
 
@@ -125,8 +126,8 @@ PyMethodDef methods[] = {
     {"_force_deform_conv2d_plan", force_deform_conv2d_plan, METH_VARARGS,
      "For tests: run every deform_conv2d on 'im2col', 'direct' or 'auto'; returns the previous setting."},
     {"_force_tap_gemms", force_tap_gemms, METH_VARARGS,
-     "For tests: the CPU im2col plan's GEMMs over whole rows ('rows'), per tap ('taps') or chosen per tile "
-     "('auto'); returns the previous setting."},
+     "For tests: the CPU im2col plan's GEMMs over whole rows ('rows'), per tap ('taps'), over whole rows by "
+     "segdcn's panel kernel ('panels') or chosen per tile ('auto'); returns the previous setting."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "segdcn's C++/CUDA operators (torch.ops.segdcn).", -1, methods};

@@ -597,10 +597,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-torchvision", action="store_true", help="skip torchvision (slow on the CPU)")
     parser.add_argument(
         "--im2col-gemms",
-        choices=("auto", "rows", "taps"),
+        choices=("auto", "rows", "taps", "panels"),
         default="auto",
         help="how the CPU im2col plan multiplies its columns: chosen per tile (auto), one GEMM over whole rows, "
-        "or one per tap over the rows where it is inside (docs/operator.md, Plans; default: %(default)s)",
+        "one per tap over the rows where it is inside, or segdcn's panel kernel over whole rows "
+        "(docs/operator.md, Plans; default: %(default)s)",
     )
     parser.add_argument(
         "--memory",

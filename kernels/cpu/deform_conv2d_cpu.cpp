@@ -18,9 +18,11 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -318,6 +320,7 @@ enum Slot {
   kTapProducts,
   kTapGradOutputs,
   kWeightGrad,
+  kPanel,
   kSlots
 };
 constexpr int64_t kMaxCachedBytes = int64_t(64) << 20;
@@ -397,9 +400,10 @@ struct Chunk {
 
   int64_t row_size() const { return g.in_channels * g.taps(); }
   int64_t plane() const { return (g.height + 2) * (g.width + 2); }
-  Corners<T> corners(int64_t n, const Tap<T>& tap, const Segment& s) const {
-    return {xp + (n * plane() + tap.pixel) * g.in_channels + s.begin, g.in_channels, (g.width + 2) * g.in_channels};
+  Corners<T> corners(int64_t n, int64_t pixel, const Segment& s) const {
+    return {xp + (n * plane() + pixel) * g.in_channels + s.begin, g.in_channels, (g.width + 2) * g.in_channels};
   }
+  Corners<T> corners(int64_t n, const Tap<T>& tap, const Segment& s) const { return corners(n, tap.pixel, s); }
   int64_t column(const Segment& s, int64_t k) const { return s.column + k * (g.in_channels / g.groups); }
 };
 
@@ -594,16 +598,23 @@ TapRows tap_rows(const std::vector<uint8_t>& inside, int64_t K) {
   return t;
 }
 
-bool rows_forced() { return forced_tap_gemms.load() == TapGemms::kRows; }
+// Whether a test forced the whole-row products (by MKL or by the panel kernel): then no tile needs
+// the inside flags.
+bool rows_forced() {
+  const TapGemms mode = forced_tap_gemms.load();
+  return mode == TapGemms::kRows || mode == TapGemms::kPanels;
+}
 
-bool use_tap_gemms(const TapRows& t, int64_t rows) {
+// Whether a tile with `inside` of its `pairs` (position, tap) pairs inside takes the per-tap GEMMs.
+bool use_tap_gemms(int64_t inside, int64_t pairs) {
   switch (forced_tap_gemms.load()) {
     case TapGemms::kRows:
+    case TapGemms::kPanels:
       return false;
     case TapGemms::kTaps:
       return true;
     default:
-      return double(t.rows.size()) <= kTapGemmsMaxInside * double(rows * (int64_t(t.start.size()) - 1));
+      return double(inside) <= kTapGemmsMaxInside * double(pairs);
   }
 }
 
@@ -628,6 +639,144 @@ void add_rows(const T* src, const int64_t* rows, int64_t n, int64_t len, T* dst,
   });
 }
 
+// The panel kernel: the forward's whole-row products of layers of small depth by segdcn's own
+// kernel instead of MKL's GEMM. MKL copies its operand into a packed layout in a pass of its own
+// before it multiplies, and on a layer of 64 channels (the demo's res4, 16x16) that copy took half
+// as long as the products (perf: mkl_blas_def_sgemm_scopy_right4_bdz), on columns the sampling had
+// just written to memory. Here the sampling writes kPanelRows rows at a time, which are transposed
+// in cache into a panel, [row entries, kPanelRows]: a step of the kernel loads the kPanelRows samples
+// of one entry and multiplies them with kPanelOuts weights into kPanelOuts x kPanelRows
+// accumulators held in registers (12 of AVX2's 16), which land in the output's [C_out, positions]
+// layout with no transpose. The order of the sums is fixed: the same bits at any thread count.
+constexpr int64_t kPanelRows = 16;
+constexpr int64_t kPanelOuts = 6;
+// Up to this many entries per group's row ((C_in / groups) x taps), auto takes the panel kernel for
+// whole-row tiles of float layers: measured with scripts/bench_ops.py at 2 threads
+// (docs/operator.md, "Plans").
+constexpr int64_t kPanelMaxDepth = 2304;
+
+bool has_fma() {
+#if defined(__GNUC__) && defined(__x86_64__)
+  static const bool fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return fma;
+#else
+  return false;
+#endif
+}
+
+// out[o * out_stride + q] = bias[o] + sum_j panel[j * kPanelRows + q] * w[j * kPanelOuts + o], for
+// o < outs and q < count; bias may be null (zero).
+template <typename T>
+inline __attribute__((always_inline)) void panel_block_body(const T* panel, const T* w, int64_t depth, const T* bias,
+                                                            int64_t outs, int64_t count, T* out, int64_t out_stride) {
+  T acc[kPanelOuts][kPanelRows];
+  for (int64_t o = 0; o < kPanelOuts; ++o)
+    for (int64_t q = 0; q < kPanelRows; ++q) acc[o][q] = bias && o < outs ? bias[o] : T(0);
+  for (int64_t j = 0; j < depth; ++j) {
+    const T *a = panel + j * kPanelRows, *wj = w + j * kPanelOuts;
+    for (int64_t o = 0; o < kPanelOuts; ++o) {
+#pragma omp simd
+      for (int64_t q = 0; q < kPanelRows; ++q) acc[o][q] += a[q] * wj[o];
+    }
+  }
+  for (int64_t o = 0; o < outs; ++o) std::copy(acc[o], acc[o] + count, out + o * out_stride);
+}
+
+SEGDCN_SIMD_CLONES void panel_block(const double* panel, const double* w, int64_t depth, const double* bias,
+                                    int64_t outs, int64_t count, double* out, int64_t out_stride) {
+  panel_block_body(panel, w, depth, bias, outs, count, out, out_stride);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// The float kernel in AVX2 and FMA, its accumulators named one by one: kept in an array, GCC moved
+// them through the stack at every step, at a third of the speed.
+__attribute__((target("avx2,fma"))) void panel_block_fma(const float* panel, const float* w, int64_t depth,
+                                                          const float* bias, int64_t outs, int64_t count, float* out,
+                                                          int64_t out_stride) {
+  static_assert(kPanelRows == 16 && kPanelOuts == 6, "the kernel below is written for 6 x 16");
+  // (lambdas do not inherit the target attribute, so no helpers here)
+  float first[kPanelOuts];
+  for (int64_t o = 0; o < kPanelOuts; ++o) first[o] = bias && o < outs ? bias[o] : 0.0f;
+  __m256 a00 = _mm256_set1_ps(first[0]), a01 = a00, a10 = _mm256_set1_ps(first[1]), a11 = a10;
+  __m256 a20 = _mm256_set1_ps(first[2]), a21 = a20, a30 = _mm256_set1_ps(first[3]), a31 = a30;
+  __m256 a40 = _mm256_set1_ps(first[4]), a41 = a40, a50 = _mm256_set1_ps(first[5]), a51 = a50;
+  for (int64_t j = 0; j < depth; ++j) {
+    const __m256 x0 = _mm256_loadu_ps(panel + j * kPanelRows), x1 = _mm256_loadu_ps(panel + j * kPanelRows + 8);
+    const float* wj = w + j * kPanelOuts;
+    // output channel o's step, on its two registers of accumulators
+#define SEGDCN_PANEL_STEP(o)                      \
+  {                                               \
+    const __m256 b = _mm256_broadcast_ss(wj + o); \
+    a##o##0 = _mm256_fmadd_ps(x0, b, a##o##0);    \
+    a##o##1 = _mm256_fmadd_ps(x1, b, a##o##1);    \
+  }
+    SEGDCN_PANEL_STEP(0) SEGDCN_PANEL_STEP(1) SEGDCN_PANEL_STEP(2)
+    SEGDCN_PANEL_STEP(3) SEGDCN_PANEL_STEP(4) SEGDCN_PANEL_STEP(5)
+#undef SEGDCN_PANEL_STEP
+  }
+  // a partial block goes through `part`, so that nothing is written past the output's block
+  const bool whole = outs == kPanelOuts && count == kPanelRows;
+  alignas(32) float part[kPanelOuts * kPanelRows];
+  float* dst = whole ? out : part;
+  const int64_t stride = whole ? out_stride : kPanelRows;
+#define SEGDCN_PANEL_STORE(o)                  \
+  _mm256_storeu_ps(dst + o * stride, a##o##0); \
+  _mm256_storeu_ps(dst + o * stride + 8, a##o##1);
+  SEGDCN_PANEL_STORE(0) SEGDCN_PANEL_STORE(1) SEGDCN_PANEL_STORE(2)
+  SEGDCN_PANEL_STORE(3) SEGDCN_PANEL_STORE(4) SEGDCN_PANEL_STORE(5)
+#undef SEGDCN_PANEL_STORE
+  if (!whole) {
+    for (int64_t o = 0; o < outs; ++o)
+      std::copy(part + o * kPanelRows, part + o * kPanelRows + count, out + o * out_stride);
+  }
+}
+#endif
+
+void panel_block(const float* panel, const float* w, int64_t depth, const float* bias, int64_t outs, int64_t count,
+                 float* out, int64_t out_stride) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  if (has_fma()) return panel_block_fma(panel, w, depth, bias, outs, count, out, out_stride);
+#endif
+  panel_block_body(panel, w, depth, bias, outs, count, out, out_stride);
+}
+
+// Whether the forward's whole-row tiles of this layer take the panel kernel.
+template <typename T>
+bool use_panels(const DeformConvGeometry& g) {
+  switch (forced_tap_gemms.load()) {
+    case TapGemms::kPanels:
+      return true;
+    case TapGemms::kRows:
+    case TapGemms::kTaps:
+      return false;
+    default:
+      return std::is_same<T, float>::value && has_fma() &&
+             g.in_channels / g.groups * g.taps() <= kPanelMaxDepth;
+  }
+}
+
+// The weights as the panel kernel reads them, from the driver's [groups, C_out / groups, depth]:
+// [groups, blocks, depth, kPanelOuts], a group's output channels in blocks of kPanelOuts (zero past its
+// last).
+at::Tensor panel_weights(const at::Tensor& reordered) {
+  const int64_t per_out = reordered.size(1), blocks = (per_out + kPanelOuts - 1) / kPanelOuts;
+  const at::Tensor padded = at::constant_pad_nd(reordered, {0, 0, 0, blocks * kPanelOuts - per_out});
+  return padded.view({reordered.size(0), blocks, kPanelOuts, reordered.size(2)}).permute({0, 1, 3, 2}).contiguous();
+}
+
+// Positions per block of the grouped products: their accumulators are independent, so the
+// multiply-adds of one weight row into a block's outputs overlap instead of waiting on each other.
+constexpr int64_t kBlock = 16;
+
+// The taps of a block of positions, and the functions that compute and read them (the direct plan's,
+// below; the panels use them too).
+template <typename T>
+struct BlockTaps;
+template <typename T>
+void block_taps(const Chunk<T>& c, int64_t r0, int64_t count, GridRow* grid, BlockTaps<T>& taps);
+template <typename T>
+void sample_block(const Chunk<T>& c, int64_t n, int64_t count, const BlockTaps<T>& taps, T* rows);
+
 // The driver: chunks of whole images (a padded copy of each chunk's input), tiles of rows
 // within a chunk, and per tile the passes and the GEMMs against the weight reordered to
 // [groups, C_out / groups, taps * C_in / groups] (the order of a row's entries).
@@ -635,6 +784,8 @@ template <typename T>
 struct TiledDeformConv {
   const DeformConvGeometry& g;
   at::Tensor weight;  // reordered
+  bool panels;              // whether the forward's whole-row tiles take the panel kernel
+  at::Tensor panel_weight;  // then: panel_weights(weight)
   int64_t chunk_images;
   int64_t threads;      // at::get_num_threads() when the call began: the per-thread buffers' count
   int64_t thread_rows;  // rows per tile of one thread: a tile of about kTileBytes shared by the threads
@@ -652,6 +803,8 @@ struct TiledDeformConv {
       for (int64_t o = begin; o < end; ++o)
         transpose_block(src + o * per_group * K, K, dst + o * K * per_group, per_group, per_group, K);
     });
+    panels = use_panels<T>(g);
+    if (panels) panel_weight = panel_weights(weight);
     const int64_t row_bytes = g.in_channels * g.taps() * int64_t(sizeof(T));
     int64_t tile_rows = std::max<int64_t>(16, kTileBytes / row_bytes);
     chunk_images = std::max<int64_t>(1, tile_rows / g.out_positions());
@@ -676,8 +829,11 @@ struct TiledDeformConv {
   // GEMMs; if so, `taps` says which rows each tap has.
   bool tile_by_tap(const std::vector<uint8_t>& inside, TapRows& taps) const {
     if (inside.empty()) return false;
+    // the rows by tap only where they are used: on a 16x16 map, listed for every tile, they cost a
+    // third as much as the flags
+    if (!use_tap_gemms(std::count(inside.begin(), inside.end(), uint8_t(1)), int64_t(inside.size()))) return false;
     taps = tap_rows(inside, g.taps());
-    return use_tap_gemms(taps, int64_t(inside.size()) / g.taps());
+    return true;
   }
 
   // A product's rows start as the bias (of one weight group), or zeros: added to the output in a
@@ -799,6 +955,7 @@ struct TiledDeformConv {
     // sampled compact into the tile's buffer; the whole-row GEMMs' are full rows.
     TapRows taps;
     const bool by_tap = tile_by_tap(rows_forced() ? std::vector<uint8_t>() : inside_taps(c, r0, r1), taps);
+    if (!by_tap && panels) return panel_products(c, r0, r1, bias, out);
     const at::Tensor compact = by_tap ? compact_in(tile, taps) : at::Tensor();
     sample_rows(c, r0, r1, tile.mutable_data_ptr<T>(), by_tap ? taps.slot.data() : nullptr);
     // One GEMM per tile and group (or per tap), positions-major ([rows, C_out / groups]): MKL runs
@@ -817,6 +974,39 @@ struct TiledDeformConv {
         transpose_tiles(product.const_data_ptr<T>() + t * per_out, per_out, out[n][k].mutable_data_ptr<T>() + p, P,
                         len, per_out);
       });
+    }
+  }
+
+  // Rows [r0, r1) of a chunk by the panel kernel into `out` (as forward_tile): kPanelRows rows of one
+  // image at a time, sampled, transposed into a panel and multiplied by every block of output channels.
+  void panel_products(const Chunk<T>& c, int64_t r0, int64_t r1, const at::Tensor& bias, at::Tensor& out) const {
+    const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups, row = c.row_size();
+    const int64_t depth = row / g.groups, blocks = (per_out + kPanelOuts - 1) / kPanelOuts;
+    at::Tensor scratch = workspace(kPanel, {2, kPanelRows, row}, out.options());
+    T* rows = scratch[0].mutable_data_ptr<T>();
+    T* panel = scratch[1].mutable_data_ptr<T>();
+    const T* w = panel_weight.const_data_ptr<T>();
+    const T* b = bias.defined() ? bias.const_data_ptr<T>() : nullptr;
+    T* dst = out.mutable_data_ptr<T>();
+    BlockTaps<T> taps(g.offset_groups * g.taps());
+    GridRow grid[kBlock];
+    static_assert(kPanelRows <= kBlock, "a panel's rows are one block of taps");
+    for (int64_t q0 = r0; q0 < r1;) {
+      const int64_t n = q0 / P, p = q0 % P, count = std::min({kPanelRows, r1 - q0, P - p});
+      block_taps(c, q0, count, grid, taps);
+      sample_block(c, n, count, taps, rows);
+      // a short block's other lanes are multiplied but not stored: zeros, not stale values
+      if (count < kPanelRows) std::fill(panel, panel + row * kPanelRows, T(0));
+      transpose_tiles(rows, row, panel, kPanelRows, count, row);
+      for (int64_t k = 0; k < g.groups; ++k) {
+        for (int64_t block = 0; block < blocks; ++block) {
+          const int64_t o = block * kPanelOuts;
+          panel_block(panel + k * depth * kPanelRows, w + (k * blocks + block) * depth * kPanelOuts, depth,
+                      b ? b + k * per_out + o : nullptr, std::min(kPanelOuts, per_out - o), count,
+                      dst + ((n * g.groups + k) * per_out + o) * P + p, P);
+        }
+      }
+      q0 += count;
     }
   }
 
@@ -1038,9 +1228,6 @@ inline __attribute__((always_inline)) void depthwise_taps_body(const T* const* c
   }
 }
 
-// Positions per block of the grouped products: their accumulators are independent, so the
-// multiply-adds of one weight row into a block's outputs overlap instead of waiting on each other.
-constexpr int64_t kBlock = 16;
 
 // Taps of a grouped layer for a block of `count` positions: dst[q, g * len + i] += src_t[q, j] * w_t[j, i]
 // summed over the taps t < taps (src_t = src + t * count * src row, w_t = w + t * w_tap_stride) and the
@@ -1381,6 +1568,88 @@ struct BlockTaps {
   }
 };
 
+// How far block_taps reads the offsets ahead: two blocks of positions.
+constexpr int64_t kPrefetchAhead = 2 * kBlock;
+
+// The taps of a block of `count` (<= kBlock) consecutive positions of one image, from row r0 of the chunk.
+// They are computed in the offsets' own order (positions fastest), so the reads are contiguous;
+// position by position, each (offset group, tap) is another cache line and page, and with 8
+// offset groups those misses cost more than the channel loops.
+template <typename T>
+void block_taps(const Chunk<T>& c, int64_t r0, int64_t count, GridRow* grid, BlockTaps<T>& taps) {
+  const DeformConvGeometry& g = c.g;
+  const int64_t K = g.taps(), P = g.out_positions(), OG = g.offset_groups;
+  const int64_t n = r0 / P, p0 = r0 % P;
+  taps.count = count;
+  if (c.plane() > std::numeric_limits<int32_t>::max() / 2) {  // tap_run's indices are 32-bit
+    for (int64_t q = 0; q < count; ++q) grid[q] = c.tap_at.row(p0 + q);
+    for (int64_t t = 0; t < OG * K; ++t) {
+      for (int64_t q = 0; q < count; ++q) {
+        const Tap<T> tap = c.tap_at(n, t / K, t % K, grid[q]);
+        const int64_t e = t * count + q;
+        taps.pixel[e] = tap.pixel;
+        taps.inside[e] = tap.inside;
+        taps.lh[e] = tap.lh;
+        taps.lw[e] = tap.lw;
+        taps.m[e] = tap.m;
+        T coeff[4];
+        modulated_weights(tap, coeff);
+        T* cq = taps.coeffs(t, q);
+        for (int j = 0; j < 4; ++j) cq[j * count] = coeff[j];
+      }
+    }
+    return;
+  }
+  int32_t h[kBlock], w[kBlock], pixel[kBlock];
+  for (int64_t q = 0; q < count; ++q) {
+    grid[q] = c.tap_at.row(p0 + q);
+    h[q] = int32_t(grid[q].h);
+    w[q] = int32_t(grid[q].w);
+  }
+  const TapReader<T>& at = c.tap_at;
+  for (int64_t og = 0; og < OG; ++og) {
+    const int64_t nog = n * OG + og;
+    for (int64_t k = 0; k < K; ++k) {
+      const T* dy = at.offset + (nog * 2 * K + 2 * k) * P + p0;
+      const T* mask = at.mask ? at.mask + (nog * K + k) * P + p0 : nullptr;
+      // Each (offset group, tap) is a stream of its own through the offsets (144 with 8 offset
+      // groups), more than the hardware prefetcher follows: unprefetched, tap_run waited on memory.
+      __builtin_prefetch(dy + kPrefetchAhead);
+      __builtin_prefetch(dy + P + kPrefetchAhead);
+      if (mask) __builtin_prefetch(mask + kPrefetchAhead);
+      const int64_t t = og * K + k, e = t * count;
+      tap_run(dy, dy + P, mask, h, w, int32_t(at.tap_h[k]), int32_t(at.tap_w[k]), count, g.height, g.width,
+              pixel, taps.lh.data() + e, taps.lw.data() + e, taps.m.data() + e, taps.inside.data() + e,
+              taps.coeffs(t, 0));
+      for (int64_t q = 0; q < count; ++q) taps.pixel[e + q] = pixel[q];
+    }
+  }
+}
+
+// Rows of image n of a chunk's columns, full (as sample_rows writes them), from the taps of their
+// block: the panels' sampling, whose taps block_taps computes eight positions at a time. Computed one
+// (position, tap) at a time in sample_rows, they were a sixth of a 16x16 forward (perf).
+template <typename T>
+void sample_block(const Chunk<T>& c, int64_t n, int64_t count, const BlockTaps<T>& taps, T* rows) {
+  const int64_t K = c.g.taps();
+  for (int64_t q = 0; q < count; ++q) {
+    T* row = rows + q * c.row_size();
+    for (int64_t k = 0; k < K; ++k) {
+      for (const Segment& s : c.segments) {
+        const int64_t t = s.offset_group * K + k, e = t * count + q;
+        T* dst = row + c.column(s, k);
+        if (!taps.inside[e]) {
+          std::fill(dst, dst + (s.end - s.begin), T(0));
+          continue;
+        }
+        T coeff[4];
+        taps.coefficients(t, q, coeff);
+        blend(c.corners(n, taps.pixel[e], s), coeff, dst, s.end - s.begin);
+      }
+    }
+  }
+}
+
 template <typename T>
 struct DirectDeformConv {
   const DeformConvGeometry& g;
@@ -1416,61 +1685,6 @@ struct DirectDeformConv {
   // Corners of a tap for the channels of offset group og, in a padded buffer like the chunk's input.
   Corners<T> corners(const T* base, const Chunk<T>& c, int64_t n, int64_t pixel, int64_t og) const {
     return {base + (n * c.plane() + pixel) * C + og * Cg, C, down()};
-  }
-
-  // How far block_taps reads the offsets ahead: two blocks of positions.
-  static constexpr int64_t kPrefetchAhead = 2 * kBlock;
-
-  // The taps of a block of `count` consecutive positions of one image, from row r0 of the chunk.
-  // They are computed in the offsets' own order (positions fastest), so the reads are contiguous;
-  // position by position, each (offset group, tap) is another cache line and page, and with 8
-  // offset groups those misses cost more than the channel loops.
-  void block_taps(const Chunk<T>& c, int64_t r0, int64_t count, GridRow* grid, BlockTaps<T>& taps) const {
-    const int64_t n = r0 / P, p0 = r0 % P;
-    taps.count = count;
-    if (c.plane() > std::numeric_limits<int32_t>::max() / 2) {  // tap_run's indices are 32-bit
-      for (int64_t q = 0; q < count; ++q) grid[q] = c.tap_at.row(p0 + q);
-      for (int64_t t = 0; t < OG * K; ++t) {
-        for (int64_t q = 0; q < count; ++q) {
-          const Tap<T> tap = c.tap_at(n, t / K, t % K, grid[q]);
-          const int64_t e = t * count + q;
-          taps.pixel[e] = tap.pixel;
-          taps.inside[e] = tap.inside;
-          taps.lh[e] = tap.lh;
-          taps.lw[e] = tap.lw;
-          taps.m[e] = tap.m;
-          T coeff[4];
-          modulated_weights(tap, coeff);
-          T* cq = taps.coeffs(t, q);
-          for (int j = 0; j < 4; ++j) cq[j * count] = coeff[j];
-        }
-      }
-      return;
-    }
-    int32_t h[kBlock], w[kBlock], pixel[kBlock];
-    for (int64_t q = 0; q < count; ++q) {
-      grid[q] = c.tap_at.row(p0 + q);
-      h[q] = int32_t(grid[q].h);
-      w[q] = int32_t(grid[q].w);
-    }
-    const TapReader<T>& at = c.tap_at;
-    for (int64_t og = 0; og < OG; ++og) {
-      const int64_t nog = n * OG + og;
-      for (int64_t k = 0; k < K; ++k) {
-        const T* dy = at.offset + (nog * 2 * K + 2 * k) * P + p0;
-        const T* mask = at.mask ? at.mask + (nog * K + k) * P + p0 : nullptr;
-        // Each (offset group, tap) is a stream of its own through the offsets (144 with 8 offset
-        // groups), more than the hardware prefetcher follows: unprefetched, tap_run waited on memory.
-        __builtin_prefetch(dy + kPrefetchAhead);
-        __builtin_prefetch(dy + P + kPrefetchAhead);
-        if (mask) __builtin_prefetch(mask + kPrefetchAhead);
-        const int64_t t = og * K + k, e = t * count;
-        tap_run(dy, dy + P, mask, h, w, int32_t(at.tap_h[k]), int32_t(at.tap_w[k]), count, g.height, g.width,
-                pixel, taps.lh.data() + e, taps.lw.data() + e, taps.m.data() + e, taps.inside.data() + e,
-                taps.coeffs(t, 0));
-        for (int64_t q = 0; q < count; ++q) taps.pixel[e + q] = pixel[q];
-      }
-    }
   }
 
   // Calls fn(r0, count) for blocks of up to kBlock rows of [begin, end) that stay in one image.
@@ -1771,6 +1985,8 @@ const char* tap_gemms_name(TapGemms mode) {
       return "rows";
     case TapGemms::kTaps:
       return "taps";
+    case TapGemms::kPanels:
+      return "panels";
     default:
       return "auto";
   }

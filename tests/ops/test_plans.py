@@ -18,9 +18,10 @@ from segdcn.ops import reference
 from tests.helpers import ConvCase, assert_close, run
 from tests.ops.test_deform_conv import check_against_torchvision, check_gradcheck, draw_geometry
 
-# The im2col plan multiplies its columns by the weights in one GEMM over whole rows or in one GEMM per
-# tap over the rows where the tap is inside (chosen per tile; both forced here), and the direct plan.
-PLANS = ("im2col-rows", "im2col-taps", "direct")
+# The im2col plan multiplies its columns by the weights in one GEMM over whole rows (MKL's, or segdcn's
+# panel kernel) or in one GEMM per tap over the rows where the tap is inside (chosen per tile; each
+# forced here), and the direct plan.
+PLANS = ("im2col-rows", "im2col-taps", "im2col-panels", "direct")
 
 
 @contextlib.contextmanager
@@ -60,7 +61,7 @@ def test_plan_arguments_are_checked():
     with cpu_plan("direct"):
         assert _C.deform_conv2d_plan(512, 512, 1) == "direct"
     assert _C.deform_conv2d_plan(512, 512, 1) == "im2col"
-    with pytest.raises(ValueError, match="tap GEMMs must be auto, rows or taps, got 'tap'"):
+    with pytest.raises(ValueError, match="tap GEMMs must be auto, rows, taps or panels, got 'tap'"):
         _C._force_tap_gemms("tap")
 
 
@@ -96,6 +97,15 @@ def test_both_plans_match_torchvision_and_the_reference(case):
 @given(grouped_cases())
 def test_direct_plan_float32(case):
     with cpu_plan("direct"):
+        check_against_torchvision(case, torch.float32, 1e-4)
+
+
+@settings(max_examples=25)
+@given(grouped_cases())
+def test_panel_kernel_float32(case):
+    # float32 is where the panel kernel runs in AVX2 and FMA (float64 takes the portable loops above);
+    # short blocks of rows and partial blocks of output channels come with the drawn sizes
+    with cpu_plan("im2col-panels"):
         check_against_torchvision(case, torch.float32, 1e-4)
 
 
@@ -162,19 +172,32 @@ def test_direct_plan_empty_batch():
 
 # A dilated kernel on a small map: at 8x8 with dilation 4 and zero offsets, 4 of a position's 9 taps on
 # average sample inside (the demo's res5), so the im2col plan takes the per-tap GEMMs; on a 33x33 map
-# with dilation 1, 94% of the pairs are inside and it takes the whole-row GEMM.
+# with dilation 1, 94% of the pairs are inside and it takes whole rows: in float32 with 16 x 9 entries a
+# row, the forward by the panel kernel where the CPU has AVX2 and FMA, by MKL's GEMM elsewhere, and the
+# backward by MKL's.
 SMALL_MAP = ConvCase(batch=4, in_channels=16, out_channels=16, height=8, width=8, padding=(4, 4),
                      dilation=(4, 4), offsets="zero")  # fmt: skip
 LARGE_MAP = ConvCase(batch=1, in_channels=16, out_channels=16, height=33, width=33)
 
 
-@pytest.mark.parametrize("case,way", [(SMALL_MAP, "taps"), (LARGE_MAP, "rows")], ids=["small-map", "large-map"])
+def cpu_has_fma() -> bool:
+    """The kernel's own flags, read independently of segdcn's runtime check."""
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    return {"avx2", "fma"} <= set(flags)
+
+
+@pytest.mark.parametrize(
+    "case,way",
+    [(SMALL_MAP, "taps"), (LARGE_MAP, "panels" if cpu_has_fma() else "rows")],
+    ids=["small-map", "large-map"],
+)
 def test_im2col_gemms_are_chosen_by_the_share_of_taps_inside(case, way):
     """auto gives bitwise what the expected way forced gives, and the other way differs in float32's last
     bits (so the comparison tells the two apart)."""
     tensors = case.tensors(torch.float32)
     results = {}
-    for name in ("im2col-rows", "im2col-taps", "im2col"):
+    for name in ("im2col-rows", "im2col-taps", "im2col-panels", "im2col"):
         with cpu_plan(name):
             results[name] = run(segdcn.ops.deform_conv2d, case, tensors)
     other = "rows" if way == "taps" else "taps"
