@@ -22,6 +22,7 @@
 #include <array>
 #include <atomic>
 #include <limits>
+#include <mutex>
 #include <type_traits>
 #include <vector>
 
@@ -784,8 +785,11 @@ template <typename T>
 struct TiledDeformConv {
   const DeformConvGeometry& g;
   at::Tensor weight;  // reordered
-  bool panels;              // whether the forward's whole-row tiles take the panel kernel
-  at::Tensor panel_weight;  // then: panel_weights(weight)
+  bool panels;  // whether the forward's whole-row tiles take the panel kernel
+  // panel_weights(weight), made by the first tile that takes the panels: on the 8x8 map every tile
+  // takes the per-tap GEMMs, and a copy of the weights per call would be a tenth of its forward
+  mutable std::once_flag panel_once;
+  mutable at::Tensor panel_weight;
   int64_t chunk_images;
   int64_t threads;      // at::get_num_threads() when the call began: the per-thread buffers' count
   int64_t thread_rows;  // rows per tile of one thread: a tile of about kTileBytes shared by the threads
@@ -804,7 +808,6 @@ struct TiledDeformConv {
         transpose_block(src + o * per_group * K, K, dst + o * K * per_group, per_group, per_group, K);
     });
     panels = use_panels<T>(g);
-    if (panels) panel_weight = panel_weights(weight);
     const int64_t row_bytes = g.in_channels * g.taps() * int64_t(sizeof(T));
     int64_t tile_rows = std::max<int64_t>(16, kTileBytes / row_bytes);
     chunk_images = std::max<int64_t>(1, tile_rows / g.out_positions());
@@ -985,6 +988,7 @@ struct TiledDeformConv {
     at::Tensor scratch = workspace(kPanel, {2, kPanelRows, row}, out.options());
     T* rows = scratch[0].mutable_data_ptr<T>();
     T* panel = scratch[1].mutable_data_ptr<T>();
+    std::call_once(panel_once, [&] { panel_weight = panel_weights(weight); });
     const T* w = panel_weight.const_data_ptr<T>();
     const T* b = bias.defined() ? bias.const_data_ptr<T>() : nullptr;
     T* dst = out.mutable_data_ptr<T>();
