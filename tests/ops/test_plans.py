@@ -100,6 +100,22 @@ def test_direct_plan_float32(case):
         check_against_torchvision(case, torch.float32, 1e-4)
 
 
+# Rows of more entries than auto gives the panel kernel (2304: 256 channels of a 3x3 kernel), forced onto
+# it: 260 channels, and two groups of 260, with output channels in blocks of six (one partial) and
+# positions in short blocks.
+LONG_ROWS = [
+    ConvCase(batch=2, in_channels=260, out_channels=19, height=5, width=6, mask=True),
+    ConvCase(batch=1, in_channels=520, out_channels=38, height=4, width=5, groups=2, offset_groups=4),
+]
+
+
+@pytest.mark.parametrize("case", LONG_ROWS, ids=["260-channels", "2-groups"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)], ids=["float64", "float32"])
+def test_panel_kernel_on_long_rows(case, dtype, tol):
+    with cpu_plan("im2col-panels"):
+        check_against_torchvision(case, dtype, tol)
+
+
 @settings(max_examples=25)
 @given(grouped_cases())
 def test_panel_kernel_float32(case):
