@@ -89,10 +89,11 @@ class Shape:
 
 DENSE_SHAPES = [Shape(n, 512, s, 2) for n in (1, 2) for s in (33, 65)] + [Shape(n, 256, 65, 1) for n in (1, 2)]
 # issue 22's regimes: the demo's res5 (8x8, dilation 4) and res4 (16x16, dilation 2) at its batch of 16;
-# depthwise with 1 and 8 offset groups, and a 33x33 map with 4; grouped with 32 groups of 8 channels
+# depthwise with 1 and 8 offset groups, and a 33x33 map with 4; grouped with 32, 8 and 4 groups (8, 32
+# and 64 channels each: the direct plan, and the im2col plan on either side of MKL's and the panels' reach)
 SMALL_SHAPES = [Shape(16, 128, 8, 4), Shape(16, 64, 16, 2)]
 GROUPED_SHAPES = [Shape(2, 256, 65, 1, 256, 1), Shape(2, 256, 65, 1, 256, 8), Shape(8, 128, 33, 1, 128, 4)]
-GROUPED_SHAPES += [Shape(2, 256, 65, 1, 32, 1)]
+GROUPED_SHAPES += [Shape(2, 256, 65, 1, groups, 1) for groups in (32, 8, 4)]
 DEFAULT_SHAPES = DENSE_SHAPES + SMALL_SHAPES + GROUPED_SHAPES
 # On a GPU also a training batch of 8 crops at output stride 8: there the kernels, not the launches, dominate.
 CUDA_SHAPES = DEFAULT_SHAPES + [Shape(8, 512, 65, 2)]
