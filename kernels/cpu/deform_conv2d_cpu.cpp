@@ -652,8 +652,8 @@ void add_rows(const T* src, const int64_t* rows, int64_t n, int64_t len, T* dst,
 constexpr int64_t kPanelRows = 16;
 constexpr int64_t kPanelOuts = 6;
 // Up to this many entries per group's row ((C_in / groups) x taps), auto takes the panel kernel for
-// whole-row tiles of float layers: measured with scripts/bench_ops.py at 2 threads
-// (docs/operator.md, "Plans").
+// whole-row tiles of float layers: scripts/bench_ops.py at 2 threads with the whole rows forced to
+// each way (docs/operator.md, "Plans"; docs/results/bench_ops_rows.md and bench_ops_panels.md).
 constexpr int64_t kPanelMaxDepth = 2304;
 
 bool has_fma() {
@@ -1231,7 +1231,6 @@ inline __attribute__((always_inline)) void depthwise_taps_body(const T* const* c
       acc[i] += wk[i] * (c0 * x[i] + c1 * x[i + right] + c2 * x[i + down] + c3 * x[i + down + right]);
   }
 }
-
 
 // Taps of a grouped layer for a block of `count` positions: dst[q, g * len + i] += src_t[q, j] * w_t[j, i]
 // summed over the taps t < taps (src_t = src + t * count * src row, w_t = w + t * w_tap_stride) and the

@@ -197,7 +197,7 @@ LARGE_MAP = ConvCase(batch=1, in_channels=16, out_channels=16, height=33, width=
 
 
 def cpu_has_fma() -> bool:
-    """The kernel's own flags, read independently of segdcn's runtime check."""
+    """The CPU's flags as Linux reports them, independently of segdcn's own runtime check."""
     with open("/proc/cpuinfo") as f:
         flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     return {"avx2", "fma"} <= set(flags)
