@@ -86,6 +86,14 @@ enum class TapGemms { kAuto, kRows, kTaps, kPanels };
 TapGemms force_tap_gemms(TapGemms mode);
 const char* tap_gemms_name(TapGemms mode);
 
+// Which of the CPU kernels written in intrinsics may run (docs/operator.md, "Plans"): kAuto the widest
+// the CPU has (AVX-512, else AVX2 and FMA), kAvx2 none wider than AVX2 and FMA, kPortable none (the
+// portable C++ loops). The loops GCC compiles per ISA (target_clones) are chosen by the CPU alone.
+enum class CpuKernels { kAuto, kAvx2, kPortable };
+// For the tests and benchmarks: cap the hand-written kernels at `mode`; returns the previous setting.
+CpuKernels force_cpu_kernels(CpuKernels mode);
+const char* cpu_kernels_name(CpuKernels mode);
+
 // The checked geometry of a call; throws with the argument's name on a mismatch.
 DeformConvGeometry deform_conv2d_geometry(const at::Tensor& input, const at::Tensor& weight,
                                           const at::Tensor& offset, const c10::optional<at::Tensor>& mask,

@@ -119,6 +119,17 @@ PyObject* force_tap_gemms(PyObject*, PyObject* args) {
   return nullptr;
 }
 
+PyObject* force_cpu_kernels(PyObject*, PyObject* args) {
+  const char* name;
+  if (!PyArg_ParseTuple(args, "s", &name)) return nullptr;
+  for (auto mode : {segdcn::CpuKernels::kAuto, segdcn::CpuKernels::kAvx2, segdcn::CpuKernels::kPortable}) {
+    if (std::strcmp(name, segdcn::cpu_kernels_name(mode)) == 0)
+      return PyUnicode_FromString(segdcn::cpu_kernels_name(segdcn::force_cpu_kernels(mode)));
+  }
+  PyErr_Format(PyExc_ValueError, "CPU kernels must be auto, avx2 or portable, got '%s'", name);
+  return nullptr;
+}
+
 PyMethodDef methods[] = {
     {"build_info", build_info, METH_NOARGS, "Facts about how segdcn._C was built."},
     {"deform_conv2d_plan", deform_conv2d_plan, METH_VARARGS,
@@ -128,6 +139,9 @@ PyMethodDef methods[] = {
     {"_force_tap_gemms", force_tap_gemms, METH_VARARGS,
      "For tests: the CPU im2col plan's GEMMs over whole rows ('rows'), per tap ('taps'), over whole rows by "
      "segdcn's panel kernel ('panels') or chosen per tile ('auto'); returns the previous setting."},
+    {"_force_cpu_kernels", force_cpu_kernels, METH_VARARGS,
+     "For tests and benchmarks: the CPU kernels written in intrinsics at most in AVX2 and FMA ('avx2'), none "
+     "('portable'), or the widest the CPU has ('auto'); returns the previous setting."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "segdcn's C++/CUDA operators (torch.ops.segdcn).", -1, methods};

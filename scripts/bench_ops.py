@@ -605,6 +605,13 @@ def main(argv=None) -> int:
         "(docs/operator.md, Plans; default: %(default)s)",
     )
     parser.add_argument(
+        "--cpu-kernels",
+        choices=("auto", "avx2", "portable"),
+        default="auto",
+        help="the widest instructions segdcn's CPU kernels written in intrinsics may use: the CPU's widest "
+        "(auto: AVX-512 where it has them), AVX2 and FMA, or none (docs/operator.md, Plans; default: %(default)s)",
+    )
+    parser.add_argument(
         "--memory",
         action="store_true",
         help="also measure the peak memory of the op's temporaries at N=1 and N=8 (512->512, 65x65)",
@@ -651,15 +658,17 @@ def main(argv=None) -> int:
     if cuda and not info["cuda"]:
         print("segdcn._C was built without its CUDA kernels (no nvcc, or SEGDCN_CUDA=0): rebuild it", file=sys.stderr)
         return 1
-    if cuda and args.im2col_gemms != "auto":
-        parser.error("--im2col-gemms is a setting of the CPU op")
+    for flag, value in (("--im2col-gemms", args.im2col_gemms), ("--cpu-kernels", args.cpu_kernels)):
+        if cuda and value != "auto":
+            parser.error(f"{flag} is a setting of the CPU op")
     from segdcn import _C  # built: checked above
 
-    before = _C._force_tap_gemms(args.im2col_gemms)
+    before = _C._force_tap_gemms(args.im2col_gemms), _C._force_cpu_kernels(args.cpu_kernels)
     try:
         return measure(args, argv, device, thread_counts, roi_config, info)
     finally:
-        _C._force_tap_gemms(before)
+        _C._force_tap_gemms(before[0])
+        _C._force_cpu_kernels(before[1])
 
 
 def warm_allocator() -> None:
@@ -685,6 +694,8 @@ def measure(args, argv, device: torch.device, thread_counts: list[int], roi_conf
     rounds = f"median of {args.rounds} rounds x {args.repeat} runs"
     if args.im2col_gemms != "auto":
         rounds += f"; im2col GEMMs forced to {args.im2col_gemms}"
+    if args.cpu_kernels != "auto":
+        rounds += f"; CPU kernels capped at {args.cpu_kernels}"
     emit(f"segdcn {segdcn.__version__}, torch {torch.__version__}, {where}; {rounds}")
     results = bench_device(args, device, emit) if cuda and not args.roi_only else []
     # Rounds and thread counts inside the shape loop: a shape's measurements alternate between

@@ -246,11 +246,13 @@ void transpose_block(const T* src, int64_t src_stride, T* dst, int64_t dst_strid
     for (int64_t o = 0; o < cols; ++o) dst[o * dst_stride + p] = src[p * src_stride + o];
 }
 
+std::atomic<CpuKernels> forced_cpu_kernels{CpuKernels::kAuto};
+
 #if defined(__GNUC__) && defined(__x86_64__)
-// Whether the loops written in AVX2 intrinsics (target("avx2") below) may run: asked once.
+// Whether the loops written in AVX2 intrinsics (target("avx2") below) may run: the CPU is asked once.
 bool has_avx2() {
   static const bool avx2 = __builtin_cpu_supports("avx2");
-  return avx2;
+  return avx2 && forced_cpu_kernels.load(std::memory_order_relaxed) != CpuKernels::kPortable;
 }
 
 // Eight rows of eight floats transposed in registers: the scalar loop moves one element per
@@ -651,15 +653,26 @@ void add_rows(const T* src, const int64_t* rows, int64_t n, int64_t len, T* dst,
 // layout with no transpose. The order of the sums is fixed: the same bits at any thread count.
 constexpr int64_t kPanelRows = 16;
 constexpr int64_t kPanelOuts = 6;
-// Up to this many entries per group's row ((C_in / groups) x taps), auto takes the panel kernel for
-// whole-row tiles of float layers: scripts/bench_ops.py at 2 threads with the whole rows forced to
-// each way (docs/operator.md, "Plans"; docs/results/bench_ops_rows.md and bench_ops_panels.md).
+// Up to this many entries per group's row ((C_in / groups) x taps), auto takes the AVX2 panel kernel
+// for whole-row tiles of float layers, and the AVX-512 one at any depth: scripts/bench_ops.py at 2
+// threads with the whole rows forced to each way (docs/operator.md, "Plans"; docs/results/
+// bench_ops_rows*.md and bench_ops_panels*.md). In AVX2 the kernel does half of MKL's AVX-512 work
+// per instruction, which MKL's packing costs do not make up for on res5's 4608 entries.
 constexpr int64_t kPanelMaxDepth = 2304;
 
 bool has_fma() {
 #if defined(__GNUC__) && defined(__x86_64__)
   static const bool fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return fma;
+  return fma && forced_cpu_kernels.load(std::memory_order_relaxed) != CpuKernels::kPortable;
+#else
+  return false;
+#endif
+}
+
+bool has_avx512() {
+#if defined(__GNUC__) && defined(__x86_64__)
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  return avx512 && forced_cpu_kernels.load(std::memory_order_relaxed) == CpuKernels::kAuto;
 #else
   return false;
 #endif
@@ -733,8 +746,66 @@ __attribute__((target("avx2,fma"))) void panel_block_fma(const float* panel, con
 }
 #endif
 
+#if defined(__GNUC__) && defined(__x86_64__)
+// The float kernel in AVX-512 on two blocks of output channels at once (w: the first; the second
+// follows it, as panel_weights lays them out), for outs <= 2 * kPanelOuts; one block when outs <=
+// kPanelOuts. A panel's kPanelRows = 16 positions are one register, so a step is one load and 12
+// multiply-adds into 12 accumulators, twice the AVX2 kernel's work per instruction on a CPU with
+// 512-bit FMA units (AMD Zen 5, Intel's server cores), in the same order: the same bits.
+__attribute__((target("avx512f"))) void panel_block_avx512(const float* panel, const float* w, int64_t depth,
+                                                             const float* bias, int64_t outs, int64_t count,
+                                                             float* out, int64_t out_stride) {
+  static_assert(kPanelRows == 16 && kPanelOuts == 6, "the kernel below is written for 2 x 6 x 16");
+  float first[2 * kPanelOuts];
+  for (int64_t o = 0; o < 2 * kPanelOuts; ++o) first[o] = bias && o < outs ? bias[o] : 0.0f;
+  // a short block's lanes past `count` are not stored, so nothing is written past the output's block
+  const __mmask16 lanes = __mmask16((1u << count) - 1);
+  __m512 a0 = _mm512_set1_ps(first[0]), a1 = _mm512_set1_ps(first[1]), a2 = _mm512_set1_ps(first[2]);
+  __m512 a3 = _mm512_set1_ps(first[3]), a4 = _mm512_set1_ps(first[4]), a5 = _mm512_set1_ps(first[5]);
+#define SEGDCN_PANEL_STEP(acc, wj, o) acc = _mm512_fmadd_ps(x, _mm512_set1_ps(wj[o]), acc);
+#define SEGDCN_PANEL_STORE(acc, o) \
+  if (o < outs) _mm512_mask_storeu_ps(out + (o) * out_stride, lanes, acc);
+  if (outs > kPanelOuts) {
+    __m512 b0 = _mm512_set1_ps(first[6]), b1 = _mm512_set1_ps(first[7]), b2 = _mm512_set1_ps(first[8]);
+    __m512 b3 = _mm512_set1_ps(first[9]), b4 = _mm512_set1_ps(first[10]), b5 = _mm512_set1_ps(first[11]);
+    const float* w1 = w + depth * kPanelOuts;
+    for (int64_t j = 0; j < depth; ++j) {
+      const __m512 x = _mm512_loadu_ps(panel + j * kPanelRows);
+      const float *wj = w + j * kPanelOuts, *vj = w1 + j * kPanelOuts;
+      SEGDCN_PANEL_STEP(a0, wj, 0) SEGDCN_PANEL_STEP(a1, wj, 1) SEGDCN_PANEL_STEP(a2, wj, 2)
+      SEGDCN_PANEL_STEP(a3, wj, 3) SEGDCN_PANEL_STEP(a4, wj, 4) SEGDCN_PANEL_STEP(a5, wj, 5)
+      SEGDCN_PANEL_STEP(b0, vj, 0) SEGDCN_PANEL_STEP(b1, vj, 1) SEGDCN_PANEL_STEP(b2, vj, 2)
+      SEGDCN_PANEL_STEP(b3, vj, 3) SEGDCN_PANEL_STEP(b4, vj, 4) SEGDCN_PANEL_STEP(b5, vj, 5)
+    }
+    SEGDCN_PANEL_STORE(b0, 6) SEGDCN_PANEL_STORE(b1, 7) SEGDCN_PANEL_STORE(b2, 8)
+    SEGDCN_PANEL_STORE(b3, 9) SEGDCN_PANEL_STORE(b4, 10) SEGDCN_PANEL_STORE(b5, 11)
+  } else {
+    for (int64_t j = 0; j < depth; ++j) {
+      const __m512 x = _mm512_loadu_ps(panel + j * kPanelRows);
+      const float* wj = w + j * kPanelOuts;
+      SEGDCN_PANEL_STEP(a0, wj, 0) SEGDCN_PANEL_STEP(a1, wj, 1) SEGDCN_PANEL_STEP(a2, wj, 2)
+      SEGDCN_PANEL_STEP(a3, wj, 3) SEGDCN_PANEL_STEP(a4, wj, 4) SEGDCN_PANEL_STEP(a5, wj, 5)
+    }
+  }
+  SEGDCN_PANEL_STORE(a0, 0) SEGDCN_PANEL_STORE(a1, 1) SEGDCN_PANEL_STORE(a2, 2)
+  SEGDCN_PANEL_STORE(a3, 3) SEGDCN_PANEL_STORE(a4, 4) SEGDCN_PANEL_STORE(a5, 5)
+#undef SEGDCN_PANEL_STEP
+#undef SEGDCN_PANEL_STORE
+}
+#endif
+
+// How many output channels one panel_block call of this type takes: two blocks with AVX-512.
+template <typename T>
+int64_t panel_call_outs() {
+  return std::is_same<T, float>::value && has_avx512() ? 2 * kPanelOuts : kPanelOuts;
+}
+
+// outs <= panel_call_outs<float>(), asked before the call.
 void panel_block(const float* panel, const float* w, int64_t depth, const float* bias, int64_t outs, int64_t count,
                  float* out, int64_t out_stride) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  if (outs > kPanelOuts || has_avx512()) return panel_block_avx512(panel, w, depth, bias, outs, count, out, out_stride);
+#endif
 #if defined(__GNUC__) && defined(__x86_64__)
   if (has_fma()) return panel_block_fma(panel, w, depth, bias, outs, count, out, out_stride);
 #endif
@@ -752,7 +823,7 @@ bool use_panels(const DeformConvGeometry& g) {
       return false;
     default:
       return std::is_same<T, float>::value && has_fma() &&
-             g.in_channels / g.groups * g.taps() <= kPanelMaxDepth;
+             (has_avx512() || g.in_channels / g.groups * g.taps() <= kPanelMaxDepth);
   }
 }
 
@@ -985,6 +1056,7 @@ struct TiledDeformConv {
   void panel_products(const Chunk<T>& c, int64_t r0, int64_t r1, const at::Tensor& bias, at::Tensor& out) const {
     const int64_t P = g.out_positions(), per_out = g.out_channels / g.groups, row = c.row_size();
     const int64_t depth = row / g.groups, blocks = (per_out + kPanelOuts - 1) / kPanelOuts;
+    const int64_t call_outs = panel_call_outs<T>();  // once: a test may change the setting meanwhile
     at::Tensor scratch = workspace(kPanel, {2, kPanelRows, row}, out.options());
     T* rows = scratch[0].mutable_data_ptr<T>();
     T* panel = scratch[1].mutable_data_ptr<T>();
@@ -1003,10 +1075,10 @@ struct TiledDeformConv {
       if (count < kPanelRows) std::fill(panel, panel + row * kPanelRows, T(0));
       transpose_tiles(rows, row, panel, kPanelRows, count, row);
       for (int64_t k = 0; k < g.groups; ++k) {
-        for (int64_t block = 0; block < blocks; ++block) {
+        for (int64_t block = 0; block < blocks; block += call_outs / kPanelOuts) {
           const int64_t o = block * kPanelOuts;
           panel_block(panel + k * depth * kPanelRows, w + (k * blocks + block) * depth * kPanelOuts, depth,
-                      b ? b + k * per_out + o : nullptr, std::min(kPanelOuts, per_out - o), count,
+                      b ? b + k * per_out + o : nullptr, std::min(call_outs, per_out - o), count,
                       dst + ((n * g.groups + k) * per_out + o) * P + p, P);
         }
       }
@@ -1981,6 +2053,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_cpu(
 }  // namespace
 
 TapGemms force_tap_gemms(TapGemms mode) { return forced_tap_gemms.exchange(mode); }
+
+CpuKernels force_cpu_kernels(CpuKernels mode) { return forced_cpu_kernels.exchange(mode); }
+
+const char* cpu_kernels_name(CpuKernels mode) {
+  switch (mode) {
+    case CpuKernels::kAvx2:
+      return "avx2";
+    case CpuKernels::kPortable:
+      return "portable";
+    default:
+      return "auto";
+  }
+}
 
 const char* tap_gemms_name(TapGemms mode) {
   switch (mode) {

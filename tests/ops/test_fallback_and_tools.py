@@ -107,16 +107,19 @@ def test_bench_ops_measures_the_temporaries():
     assert 8 <= n1 <= 400 and line.endswith("PASS"), line
 
 
-def test_bench_ops_forces_the_im2col_gemms_and_restores_them():
+def test_bench_ops_forces_the_im2col_gemms_and_cpu_kernels_and_restores_them():
     bench = load_script("bench_ops")
     with contextlib.redirect_stdout(io.StringIO()) as out:
         assert bench.main(["--shapes", "2x8x8x4", "--repeat", "1", "--rounds", "1", "--no-torchvision",
-                           "--im2col-gemms", "taps"]) == 0  # fmt: skip
-    assert "im2col GEMMs forced to taps" in out.getvalue()
-    assert _C._force_tap_gemms("auto") == "auto"  # main put the setting back
-    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
-        bench.main(["--im2col-gemms", "tap"])
-    assert "--im2col-gemms: invalid choice: 'tap'" in err.getvalue()
+                           "--im2col-gemms", "taps", "--cpu-kernels", "avx2"]) == 0  # fmt: skip
+    assert "im2col GEMMs forced to taps; CPU kernels capped at avx2" in out.getvalue()
+    # main put the settings back
+    assert _C._force_tap_gemms("auto") == "auto"
+    assert _C._force_cpu_kernels("auto") == "auto"
+    for flag, value in (("--im2col-gemms", "tap"), ("--cpu-kernels", "avx512")):
+        with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+            bench.main([flag, value])
+        assert f"{flag}: invalid choice: '{value}'" in err.getvalue()
 
 
 def test_bench_ops_rejects_a_bad_shape():

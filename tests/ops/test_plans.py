@@ -24,6 +24,24 @@ from tests.ops.test_deform_conv import check_against_torchvision, check_gradchec
 PLANS = ("im2col-rows", "im2col-taps", "im2col-panels", "direct")
 
 
+def cpu_has(*features: str) -> bool:
+    """Whether the CPU's flags, as Linux reports them, hold all of `features`: independent of segdcn's own
+    runtime check."""
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    return set(features) <= set(flags)
+
+
+@contextlib.contextmanager
+def cpu_kernels(name: str):
+    """The CPU kernels written in intrinsics capped at `name` ("auto", "avx2" or "portable") in the block."""
+    before = _C._force_cpu_kernels(name)
+    try:
+        yield
+    finally:
+        _C._force_cpu_kernels(before)
+
+
 @contextlib.contextmanager
 def cpu_plan(name: str):
     """Every deform_conv2d in the block runs on plan `name` ("im2col-rows" and "im2col-taps": the im2col
@@ -63,6 +81,8 @@ def test_plan_arguments_are_checked():
     assert _C.deform_conv2d_plan(512, 512, 1) == "im2col"
     with pytest.raises(ValueError, match="tap GEMMs must be auto, rows, taps or panels, got 'tap'"):
         _C._force_tap_gemms("tap")
+    with pytest.raises(ValueError, match="CPU kernels must be auto, avx2 or portable, got 'avx512'"):
+        _C._force_cpu_kernels("avx512")
 
 
 @st.composite
@@ -119,10 +139,26 @@ def test_panel_kernel_on_long_rows(case, dtype, tol):
 @settings(max_examples=25)
 @given(grouped_cases())
 def test_panel_kernel_float32(case):
-    # float32 is where the panel kernel runs in AVX2 and FMA (float64 takes the portable loops above);
+    # float32 is where the panel kernel runs in intrinsics, AVX-512 or AVX2 and FMA as the CPU has them
+    # (float64 takes the portable loops above), and in the portable loops when they are capped there;
     # short blocks of rows and partial blocks of output channels come with the drawn sizes
-    with cpu_plan("im2col-panels"):
-        check_against_torchvision(case, torch.float32, 1e-4)
+    for kernels in ("auto", "avx2", "portable"):
+        with cpu_plan("im2col-panels"), cpu_kernels(kernels):
+            check_against_torchvision(case, torch.float32, 1e-4)
+
+
+@pytest.mark.skipif(not cpu_has("avx512f"), reason="the AVX-512 panel kernel needs a CPU with AVX-512")
+@settings(max_examples=25)
+@given(grouped_cases())
+def test_avx512_panel_kernel_gives_the_avx2_kernels_bits(case):
+    """The AVX-512 kernel (two blocks of output channels a call) does the AVX2 kernel's multiply-adds in
+    the same order: the same bits, on long rows too."""
+    tensors = case.tensors(torch.float32)
+    outs = {}
+    for kernels in ("auto", "avx2"):
+        with cpu_plan("im2col-panels"), cpu_kernels(kernels):
+            outs[kernels] = run(segdcn.ops.deform_conv2d, case, tensors)[0]
+    assert torch.equal(outs["auto"], outs["avx2"])
 
 
 @pytest.mark.parametrize(
@@ -189,32 +225,36 @@ def test_direct_plan_empty_batch():
 # A dilated kernel on a small map: at 8x8 with dilation 4 and zero offsets, 4 of a position's 9 taps on
 # average sample inside (the demo's res5), so the im2col plan takes the per-tap GEMMs; on a 33x33 map
 # with dilation 1, 94% of the pairs are inside and it takes whole rows: in float32 with 16 x 9 entries a
-# row, the forward by the panel kernel where the CPU has AVX2 and FMA, by MKL's GEMM elsewhere, and the
-# backward by MKL's.
+# row, the forward by the panel kernel where the CPU has AVX2 and FMA (and the kernels are not capped at
+# the portable loops), by MKL's GEMM elsewhere, and the backward by MKL's.
 SMALL_MAP = ConvCase(batch=4, in_channels=16, out_channels=16, height=8, width=8, padding=(4, 4),
                      dilation=(4, 4), offsets="zero")  # fmt: skip
 LARGE_MAP = ConvCase(batch=1, in_channels=16, out_channels=16, height=33, width=33)
 
 
-def cpu_has_fma() -> bool:
-    """The CPU's flags as Linux reports them, independently of segdcn's own runtime check."""
-    with open("/proc/cpuinfo") as f:
-        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    return {"avx2", "fma"} <= set(flags)
+# Rows of 260 x 9 entries, more than the AVX2 panel kernel takes: the AVX-512 one takes any depth.
+LONG_ROW_MAP = ConvCase(batch=1, in_channels=260, out_channels=8, height=20, width=20)
+FMA = cpu_has("avx2", "fma")
 
 
 @pytest.mark.parametrize(
-    "case,way",
-    [(SMALL_MAP, "taps"), (LARGE_MAP, "panels" if cpu_has_fma() else "rows")],
-    ids=["small-map", "large-map"],
+    "case,kernels,way",
+    [
+        (SMALL_MAP, "auto", "taps"),
+        (LARGE_MAP, "auto", "panels" if FMA else "rows"),
+        (LARGE_MAP, "portable", "rows"),
+        (LONG_ROW_MAP, "auto", "panels" if FMA and cpu_has("avx512f") else "rows"),
+        (LONG_ROW_MAP, "avx2", "rows"),
+    ],
+    ids=["small-map", "large-map", "large-map-portable", "long-rows", "long-rows-avx2"],
 )
-def test_im2col_gemms_are_chosen_by_the_share_of_taps_inside(case, way):
+def test_im2col_gemms_are_chosen_by_the_share_of_taps_inside(case, kernels, way):
     """auto gives bitwise what the expected way forced gives, and the other way differs in float32's last
     bits (so the comparison tells the two apart)."""
     tensors = case.tensors(torch.float32)
     results = {}
     for name in ("im2col-rows", "im2col-taps", "im2col-panels", "im2col"):
-        with cpu_plan(name):
+        with cpu_plan(name), cpu_kernels(kernels):
             results[name] = run(segdcn.ops.deform_conv2d, case, tensors)
     other = "rows" if way == "taps" else "taps"
     auto_out, auto_grads, _ = results["im2col"]
