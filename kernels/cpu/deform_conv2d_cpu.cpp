@@ -134,6 +134,32 @@ SEGDCN_SIMD_CLONES void blend(Corners<float> s, const float* coeff, float* dst, 
 SEGDCN_SIMD_CLONES void blend(Corners<double> s, const double* coeff, double* dst, int64_t len) {
   blend_body(s, coeff, dst, len);
 }
+
+// A run of channels [begin, end) inside one offset group and one weight group, and where
+// its tap-0 entries start in a position's row of the columns.
+struct Segment {
+  int64_t begin, end, offset_group, column;
+};
+
+// blend of one tap for the segments [first, last) of one offset group, which share its corners and
+// coefficients: `s.x` points at channel 0 of the top-left corner, `row` at the tap's entries of a
+// position's row (channel c of segment i at row[i.column + c - i.begin]). One call per offset group:
+// a call per segment, with its coefficients and corners set up again, cost as much as the blends
+// themselves with 32 channels a weight group (perf: a grouped forward's sampling loop).
+template <typename T>
+inline __attribute__((always_inline)) void blend_segments_body(Corners<T> s, const T* coeff, const Segment* first,
+                                                               const Segment* last, T* row) {
+  for (const Segment* i = first; i != last; ++i)
+    blend_body({s.x + i->begin, s.right, s.down}, coeff, row + i->column, i->end - i->begin);
+}
+SEGDCN_SIMD_CLONES void blend_segments(Corners<float> s, const float* coeff, const Segment* first,
+                                       const Segment* last, float* row) {
+  blend_segments_body(s, coeff, first, last, row);
+}
+SEGDCN_SIMD_CLONES void blend_segments(Corners<double> s, const double* coeff, const Segment* first,
+                                       const Segment* last, double* row) {
+  blend_segments_body(s, coeff, first, last, row);
+}
 SEGDCN_SIMD_CLONES void gather_grads(Corners<float> s, float lh, float lw, float m, const float* gcol, float* cols,
                                      int64_t len, float sums[3]) {
   gather_grads_body(s, lh, lw, m, gcol, cols, len, sums);
@@ -151,12 +177,6 @@ SEGDCN_SIMD_CLONES void spread(double* x, int64_t right, int64_t down, const dou
   spread_body(x, right, down, coeff, src, len);
 }
 
-// A run of channels [begin, end) inside one offset group and one weight group, and where
-// its tap-0 entries start in a position's row of the columns.
-struct Segment {
-  int64_t begin, end, offset_group, column;
-};
-
 // Runs of channels that share offset group and weight group.
 std::vector<Segment> channel_segments(const DeformConvGeometry& g) {
   const int64_t per_og = g.channels_per_offset_group(), per_group = g.in_channels / g.groups;
@@ -168,6 +188,13 @@ std::vector<Segment> channel_segments(const DeformConvGeometry& g) {
     c = end;
   }
   return out;
+}
+
+// Where each offset group's segments start in channel_segments' list, and its end last.
+std::vector<int64_t> offset_group_starts(const std::vector<Segment>& segments, int64_t offset_groups) {
+  std::vector<int64_t> starts(offset_groups + 1, int64_t(segments.size()));
+  for (int64_t i = int64_t(segments.size()) - 1; i >= 0; --i) starts[segments[i].offset_group] = i;
+  return starts;
 }
 
 // Where tap k of position p of image n lands for offset group og.
@@ -400,6 +427,7 @@ struct Chunk {
   const T* xp;  // padded channels-last input of the chunk
   TapReader<T> tap_at;
   std::vector<Segment> segments;
+  std::vector<int64_t> og_starts;  // offset_group_starts(segments): the im2col plan's, empty in the direct plan's
 
   int64_t row_size() const { return g.in_channels * g.taps(); }
   int64_t plane() const { return (g.height + 2) * (g.width + 2); }
@@ -407,6 +435,10 @@ struct Chunk {
     return {xp + (n * plane() + pixel) * g.in_channels + s.begin, g.in_channels, (g.width + 2) * g.in_channels};
   }
   Corners<T> corners(int64_t n, const Tap<T>& tap, const Segment& s) const { return corners(n, tap.pixel, s); }
+  // The corners of channel 0 (blend_segments).
+  Corners<T> corners(int64_t n, int64_t pixel) const {
+    return {xp + (n * plane() + pixel) * g.in_channels, g.in_channels, (g.width + 2) * g.in_channels};
+  }
   int64_t column(const Segment& s, int64_t k) const { return s.column + k * (g.in_channels / g.groups); }
 };
 
@@ -890,9 +922,11 @@ struct TiledDeformConv {
   }
 
   Chunk<T> chunk(const at::Tensor& padded, const at::Tensor& offset, const at::Tensor& mask) const {
+    std::vector<Segment> segments = channel_segments(g);
+    std::vector<int64_t> starts = offset_group_starts(segments, g.offset_groups);
     return Chunk<T>{g, padded.const_data_ptr<T>(),
                     TapReader<T>(g, offset.const_data_ptr<T>(), g.use_mask ? mask.const_data_ptr<T>() : nullptr),
-                    channel_segments(g)};
+                    std::move(segments), std::move(starts)};
   }
 
   at::Tensor group(const at::Tensor& rows, int64_t k) const {
@@ -1706,20 +1740,23 @@ void block_taps(const Chunk<T>& c, int64_t r0, int64_t count, GridRow* grid, Blo
 // (position, tap) at a time in sample_rows, they were a sixth of a 16x16 forward (perf).
 template <typename T>
 void sample_block(const Chunk<T>& c, int64_t n, int64_t count, const BlockTaps<T>& taps, T* rows) {
-  const int64_t K = c.g.taps();
+  const int64_t K = c.g.taps(), per_group = c.g.in_channels / c.g.groups;
+  const Segment* segments = c.segments.data();
   for (int64_t q = 0; q < count; ++q) {
     T* row = rows + q * c.row_size();
     for (int64_t k = 0; k < K; ++k) {
-      for (const Segment& s : c.segments) {
-        const int64_t t = s.offset_group * K + k, e = t * count + q;
-        T* dst = row + c.column(s, k);
+      T* tap_row = row + k * per_group;
+      for (int64_t og = 0; og < c.g.offset_groups; ++og) {
+        const Segment *first = segments + c.og_starts[og], *last = segments + c.og_starts[og + 1];
+        const int64_t t = og * K + k, e = t * count + q;
         if (!taps.inside[e]) {
-          std::fill(dst, dst + (s.end - s.begin), T(0));
+          for (const Segment* s = first; s != last; ++s)
+            std::fill(tap_row + s->column, tap_row + s->column + (s->end - s->begin), T(0));
           continue;
         }
         T coeff[4];
         taps.coefficients(t, q, coeff);
-        blend(c.corners(n, taps.pixel[e], s), coeff, dst, s.end - s.begin);
+        blend_segments(c.corners(n, taps.pixel[e]), coeff, first, last, tap_row);
       }
     }
   }
