@@ -190,7 +190,7 @@ std::vector<Segment> channel_segments(const DeformConvGeometry& g) {
   return out;
 }
 
-// Where each offset group's segments start in channel_segments' list, and its end last.
+// Where each offset group's segments start in channel_segments' list; the last entry is the list's end.
 std::vector<int64_t> offset_group_starts(const std::vector<Segment>& segments, int64_t offset_groups) {
   std::vector<int64_t> starts(offset_groups + 1, int64_t(segments.size()));
   for (int64_t i = int64_t(segments.size()) - 1; i >= 0; --i) starts[segments[i].offset_group] = i;
@@ -431,14 +431,16 @@ struct Chunk {
 
   int64_t row_size() const { return g.in_channels * g.taps(); }
   int64_t plane() const { return (g.height + 2) * (g.width + 2); }
-  Corners<T> corners(int64_t n, int64_t pixel, const Segment& s) const {
-    return {xp + (n * plane() + pixel) * g.in_channels + s.begin, g.in_channels, (g.width + 2) * g.in_channels};
-  }
-  Corners<T> corners(int64_t n, const Tap<T>& tap, const Segment& s) const { return corners(n, tap.pixel, s); }
-  // The corners of channel 0 (blend_segments).
+  // The corners of channel 0 (blend_segments), and of a segment's first channel.
   Corners<T> corners(int64_t n, int64_t pixel) const {
     return {xp + (n * plane() + pixel) * g.in_channels, g.in_channels, (g.width + 2) * g.in_channels};
   }
+  Corners<T> corners(int64_t n, int64_t pixel, const Segment& s) const {
+    Corners<T> at = corners(n, pixel);
+    at.x += s.begin;
+    return at;
+  }
+  Corners<T> corners(int64_t n, const Tap<T>& tap, const Segment& s) const { return corners(n, tap.pixel, s); }
   int64_t column(const Segment& s, int64_t k) const { return s.column + k * (g.in_channels / g.groups); }
 };
 
@@ -1751,7 +1753,7 @@ void sample_block(const Chunk<T>& c, int64_t n, int64_t count, const BlockTaps<T
         const int64_t t = og * K + k, e = t * count + q;
         if (!taps.inside[e]) {
           for (const Segment* s = first; s != last; ++s)
-            std::fill(tap_row + s->column, tap_row + s->column + (s->end - s->begin), T(0));
+            std::fill(row + c.column(*s, k), row + c.column(*s, k) + (s->end - s->begin), T(0));
           continue;
         }
         T coeff[4];
